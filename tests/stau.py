@@ -34,6 +34,7 @@ def stau_grid(stau_dir: Path, xsec_dir: Path) -> list[tuple[float, float, float,
     lo = read_effmap(stau_dir / "SRlow" / "TStauStau.txt")
     hi = read_effmap(stau_dir / "SRhigh" / "TStauStau.txt")
     xs = stau_xsec(xsec_dir / "pp13_stau_LR_NLO+NLL_PDF4LHC.json")
+
     def y(m1: float, eff: float) -> float:
         return max(xs(m1) * LUMI_PB * eff, 1e-6)
 
@@ -47,8 +48,11 @@ def stau_patch(bkg: dict, y1: float, y2: float) -> list[dict]:
         {"name": "lumi", "type": "lumi", "data": None},
     ]
     return [
-        {"op": "add", "path": f"/channels/{index[ch]}/samples/0",
-         "value": {"name": "signal", "data": [float(y)], "modifiers": mods}}
+        {
+            "op": "add",
+            "path": f"/channels/{index[ch]}/samples/0",
+            "value": {"name": "signal", "data": [float(y)], "modifiers": mods},
+        }
         for ch, y in (("SR1cut_cuts", y1), ("SR2cut_cuts", y2))
     ]
 

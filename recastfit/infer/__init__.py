@@ -11,9 +11,7 @@ __all__ = ["hypotest_batch", "ENGINES"]
 ENGINES = ("pyhf", "fast")
 
 
-def hypotest_batch(
-    bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings
-) -> list[HypotestResult]:
+def hypotest_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
     """Hypothesis tests of ``tasks`` on ``bkg_spec`` with the engine named in ``settings``."""
     if settings.engine == "fast":
         from recastfit.infer.fast import hypotest_batch as fast_batch
