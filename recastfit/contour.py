@@ -1,0 +1,417 @@
+"""Exclusion contours from CLs values on (ir)regular 2D grids.
+
+As HistFitter's ``harvestToContours.py``: CLs is turned into the significance
+``Z = Phi^-1(1 - CLs)`` (clipped at +-``sigma_max``), the axes are rescaled to [0, 1], points are
+mirrored across the kinematic boundary ``m2 = m1`` when asked, ``Z`` is interpolated (thin-plate
+radial basis functions by default, or linear on the Delaunay triangulation) onto a fine regular
+grid, and the level set ``Z = Phi^-1(1 - level)`` (1.64485 for CLs = 0.05) is traced with
+contourpy. Grid nodes outside the convex hull of the usable points are masked, so no line is ever
+extrapolated; points whose status is ``failed`` (or whose CLs is not finite) are left out.
+
+>>> import numpy as np
+>>> xs, ys = np.meshgrid(np.linspace(0, 10, 11), np.linspace(0, 10, 11))
+>>> pts = np.c_[xs.ravel(), ys.ravel()]
+>>> cls = 0.05 * np.exp(pts[:, 0] - 5.0)          # CLs = 0.05 exactly on x = 5
+>>> lines = level_lines(pts, significance(cls), mirror=False)
+>>> bool(np.allclose(lines[0][:, 0], 5.0, atol=0.05))
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial import Delaunay, QhullError
+from scipy.stats import norm
+
+from recastfit.errors import InputError
+
+__all__ = [
+    "LINE_KINDS",
+    "ContourSet",
+    "GridField",
+    "significance",
+    "level_lines",
+    "interpolate_field",
+    "interpolate_fields",
+    "peel_slivers",
+    "load_results",
+    "results_arrays",
+    "contours_from_results",
+    "read_contour_lines",
+]
+
+# line name -> which CLs it is built from: "obs" or the index into cls_exp (pyhf order -2..+2 sigma)
+LINE_KINDS: dict[str, str | int] = {
+    "observed": "obs",
+    "expected": 2,
+    "expected_minus1sigma": 1,
+    "expected_plus1sigma": 3,
+    "expected_minus2sigma": 0,
+    "expected_plus2sigma": 4,
+}
+
+
+def significance(cls: np.ndarray | Sequence[float], sigma_max: float = 5.0) -> np.ndarray:
+    """``Z = Phi^-1(1 - CLs)``, clipped to ``[-sigma_max, sigma_max]`` (CLs -> 1 and CLs -> 0)."""
+    z = norm.isf(np.clip(np.asarray(cls, dtype=float), 0.0, 1.0))
+    return np.clip(z, -sigma_max, sigma_max)
+
+
+@dataclass
+class GridField:
+    """An interpolated significance surface on a regular grid (NaN outside the hull)."""
+
+    x: np.ndarray  # (nx,)
+    y: np.ndarray  # (ny,)
+    z: np.ndarray  # (ny, nx), NaN where masked
+
+
+def _min_angles(pts: np.ndarray, simplices: np.ndarray) -> np.ndarray:
+    """Smallest interior angle (degrees) of each triangle."""
+    tri = pts[simplices]  # (m, 3, 2)
+    out = np.full(len(simplices), 180.0)
+    for k in range(3):
+        a = tri[:, (k + 1) % 3] - tri[:, k]
+        b = tri[:, (k + 2) % 3] - tri[:, k]
+        cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-300)
+        out = np.minimum(out, np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return out
+
+
+def peel_slivers(tri: Delaunay, min_angle: float = 12.0) -> np.ndarray:
+    """Mask (True = drop) of boundary triangles thinner than ``min_angle`` degrees, peeled inwards.
+
+    Irregular scans leave long, thin triangles along the convex hull; interpolating inside them
+    mixes far-apart points and draws lines where no point constrains the surface.
+    """
+    drop = np.zeros(len(tri.simplices), dtype=bool)
+    thin = _min_angles(tri.points, tri.simplices) < min_angle
+    while True:
+        nb = tri.neighbors
+        on_edge = np.any((nb < 0) | drop[np.where(nb < 0, 0, nb)] & (nb >= 0), axis=1)
+        new = on_edge & thin & ~drop
+        if not new.any():
+            return drop
+        drop |= new
+
+
+def _mirror(points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Add the images of the points across ``y = x`` (points on the line are not duplicated)."""
+    off = ~np.isclose(points[:, 0], points[:, 1])
+    image = points[off][:, ::-1]
+    return np.vstack([points, image]), np.concatenate([values, values[off]], axis=0)
+
+
+def interpolate_fields(
+    points: np.ndarray,
+    z: np.ndarray,
+    *,
+    mirror: bool = False,
+    method: str = "rbf",
+    resolution: int = 300,
+    smoothing: float = 0.0,
+    min_angle: float = 12.0,
+) -> list[GridField]:
+    """Interpolate ``z`` (shape (n,) or (n, k), at ``points`` (n, 2)) onto a regular grid over the
+    points' bounding box; one :class:`GridField` per column of ``z``.
+
+    ``method``: ``"rbf"`` (thin-plate spline, scipy's RBFInterpolator with ``smoothing``; the
+    HistFitter default is also a radial-basis interpolation) or ``"linear"`` (on the Delaunay
+    triangulation). Axes are rescaled to [0, 1] first; nodes outside the convex hull of ``points``
+    (before mirroring), or inside the thin triangles along its edge (:func:`peel_slivers`,
+    ``min_angle`` degrees; 0 keeps them), are NaN.
+    """
+    points = np.asarray(points, dtype=float)
+    z = np.asarray(z, dtype=float)
+    zz = z[:, None] if z.ndim == 1 else z
+    if len(points) < 3:
+        raise ValueError(f"need at least 3 usable points to interpolate, got {len(points)}")
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    try:
+        hull = Delaunay((points - lo) / span)
+    except QhullError as exc:
+        raise ValueError(f"the points do not span a 2D region (all on a line?): {exc}") from None
+    src, val = _mirror(points, zz) if mirror else (points, zz)
+    src = (src - lo) / span
+    gx, gy = np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+    mx, my = np.meshgrid((gx - lo[0]) / span[0], (gy - lo[1]) / span[1])
+    nodes = np.c_[mx.ravel(), my.ravel()]
+    # a tiny tolerance keeps nodes on the hull edges (grid corners) inside
+    simplex = hull.find_simplex(nodes, tol=1e-9)
+    inside = simplex >= 0
+    if min_angle > 0:
+        inside &= ~peel_slivers(hull, min_angle)[np.where(inside, simplex, 0)]
+    out = np.full((len(nodes), zz.shape[1]), np.nan)
+    if method == "linear":
+        from scipy.interpolate import LinearNDInterpolator
+
+        out[inside] = LinearNDInterpolator(src, val)(nodes[inside])
+    elif method == "rbf":
+        from scipy.interpolate import RBFInterpolator
+
+        neighbors = None if len(src) <= 2000 else 64
+        rbf = RBFInterpolator(src, val, kernel="thin_plate_spline", smoothing=smoothing, neighbors=neighbors)
+        out[inside] = rbf(nodes[inside])
+    else:
+        raise ValueError(f"method must be 'rbf' or 'linear', got {method!r}")
+    return [GridField(gx, gy, out[:, k].reshape(resolution, resolution)) for k in range(zz.shape[1])]
+
+
+def interpolate_field(points: np.ndarray, z: np.ndarray, **kwargs: Any) -> GridField:
+    """:func:`interpolate_fields` for one value per point."""
+    return interpolate_fields(points, np.asarray(z, dtype=float).reshape(-1), **kwargs)[0]
+
+
+def _trace(field_: GridField, z_level: float) -> list[np.ndarray]:
+    """Polylines where the field crosses ``z_level`` (contourpy, masked outside the hull)."""
+    import contourpy
+
+    z = np.ma.masked_invalid(field_.z)
+    gen = contourpy.contour_generator(
+        field_.x, field_.y, z, line_type=contourpy.LineType.Separate, corner_mask=True
+    )
+    return [np.asarray(seg, dtype=float) for seg in gen.lines(z_level) if len(seg) >= 2]
+
+
+def level_lines(
+    points: np.ndarray,
+    z: np.ndarray,
+    *,
+    level: float = 0.05,
+    mirror: bool = False,
+    method: str = "rbf",
+    resolution: int = 300,
+) -> list[np.ndarray]:
+    """Polylines (each an (n, 2) array) of ``CLs = level`` from significances ``z`` at ``points``."""
+    fld = interpolate_field(points, z, mirror=mirror, method=method, resolution=resolution)
+    return _trace(fld, float(norm.isf(level)))
+
+
+def load_results(results: Mapping[str, Any] | str | Path) -> tuple[dict, str]:
+    """The results dict and a name for error messages (the file path or ``<results>``)."""
+    if isinstance(results, Mapping):
+        return dict(results), "<results>"
+    path = Path(results)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(str(path), None, "results file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), None, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), None, f"expected a JSON object, got {type(data).__name__}")
+    return data, str(path)
+
+
+def results_arrays(results: Mapping[str, Any], source: str = "<results>") -> dict[str, np.ndarray]:
+    """Arrays from a results dict: ``values`` (n, 2), ``obs`` (n,), ``exp`` (n, 5), ``failed`` (n,).
+
+    CLs of failed points (or points with missing / non-finite CLs) are NaN and ``failed`` is True.
+    """
+    points = results.get("points")
+    if not isinstance(points, list) or not points:
+        raise InputError(source, "points", "expected a non-empty list of hypothesis-test results")
+    n = len(points)
+    values, obs, exp = np.full((n, 2), np.nan), np.full(n, np.nan), np.full((n, 5), np.nan)
+    failed = np.zeros(n, dtype=bool)
+    for i, p in enumerate(points):
+        v = p.get("values") if isinstance(p, dict) else None
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise InputError(source, f"points[{i}].values", f"expected 2 grid coordinates, got {v!r}")
+        values[i] = [float(t) for t in v]
+        ce = p.get("cls_exp")
+        if p.get("status", "ok") != "ok" or p.get("cls_obs") is None or ce is None or len(ce) != 5:
+            failed[i] = True
+            continue
+        obs[i], exp[i] = float(p["cls_obs"]), [float(c) for c in ce]
+        if not (np.isfinite(obs[i]) and np.all(np.isfinite(exp[i]))):
+            failed[i] = True
+    obs[failed], exp[failed] = np.nan, np.nan
+    return {"values": values, "obs": obs, "exp": exp, "failed": failed}
+
+
+@dataclass
+class ContourSet:
+    """The CLs = ``level`` lines of one analysis (several polylines per kind: islands)."""
+
+    analysis: str
+    parameters: list[str]
+    units: list[str]
+    level: float
+    lines: dict[str, list[np.ndarray]]
+    labels: list[str] = field(default_factory=list)
+    mirror: bool = False
+    method: str = "rbf"
+    fields: dict[str, GridField] = field(default_factory=dict, repr=False)  # for plots, not saved
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contour.json contract (plus ``labels``, ``mirror``, ``method``)."""
+        return {
+            "analysis": self.analysis,
+            "parameters": list(self.parameters),
+            "units": list(self.units),
+            "labels": list(self.labels),
+            "level": self.level,
+            "mirror": self.mirror,
+            "method": self.method,
+            "lines": {k: [np.round(seg, 6).tolist() for seg in segs] for k, segs in self.lines.items()},
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """HEPData-style tables, one YAML document per polyline (x independent, y dependent)."""
+        import yaml
+
+        docs = []
+        xname, yname = (self.parameters + ["x", "y"])[:2]
+        xunit, yunit = (self.units + ["", ""])[:2]
+        for kind, segs in self.lines.items():
+            for i, seg in enumerate(segs):
+                quals = [
+                    {"name": "analysis", "value": self.analysis},
+                    {"name": "contour", "value": kind},
+                    {"name": "segment", "value": i},
+                    {"name": "CLs", "value": self.level},
+                ]
+                docs.append(
+                    {
+                        "name": f"{kind} contour {i}",
+                        "description": f"{kind} CLs = {self.level:g} exclusion contour of "
+                        f"{self.analysis}, segment {i} of {len(segs)}",
+                        "independent_variables": [
+                            {
+                                "header": {"name": xname, "units": xunit},
+                                "values": [{"value": round(float(v), 6)} for v in seg[:, 0]],
+                            }
+                        ],
+                        "dependent_variables": [
+                            {
+                                "header": {"name": yname, "units": yunit},
+                                "qualifiers": quals,
+                                "values": [{"value": round(float(v), 6)} for v in seg[:, 1]],
+                            }
+                        ],
+                    }
+                )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False) if docs else "")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ContourSet:
+        d = json.loads(Path(path).read_text())
+        lines = {k: [np.asarray(s, dtype=float).reshape(-1, 2) for s in v] for k, v in d["lines"].items()}
+        return cls(
+            d.get("analysis", ""),
+            d.get("parameters", []),
+            d.get("units", []),
+            d.get("level", 0.05),
+            lines,
+            d.get("labels", []),
+            d.get("mirror", False),
+            d.get("method", "rbf"),
+        )
+
+
+def _want_mirror(mirror: str | bool | None, values: np.ndarray) -> bool:
+    if mirror in (None, False, "none"):
+        return False
+    if mirror in (True, "diagonal"):
+        return True
+    if mirror == "auto":
+        return bool(np.all(values[:, 1] <= values[:, 0]))
+    raise ValueError(f"mirror must be 'auto', 'diagonal' or 'none', got {mirror!r}")
+
+
+def contours_from_results(
+    results: Mapping[str, Any] | str | Path,
+    *,
+    mirror: str | bool | None = "auto",
+    level: float = 0.05,
+    method: str = "rbf",
+    resolution: int = 300,
+    sigma_max: float = 5.0,
+) -> ContourSet:
+    """Observed, expected and +-1/2 sigma CLs = ``level`` lines from a results.json (path or dict).
+
+    ``mirror="auto"`` mirrors across ``m2 = m1`` only when every point has ``m2 <= m1``.
+    """
+    data, source = load_results(results)
+    arr = results_arrays(data, source)
+    ok = ~arr["failed"]
+    if ok.sum() < 3:
+        raise InputError(source, "points", f"need at least 3 points with status 'ok', got {int(ok.sum())}")
+    pts = arr["values"][ok]
+    do_mirror = _want_mirror(mirror, arr["values"])
+    cols = [arr["obs"][ok] if src == "obs" else arr["exp"][ok, int(src)] for src in LINE_KINDS.values()]
+    try:
+        flds = interpolate_fields(
+            pts,
+            significance(np.stack(cols, axis=1), sigma_max),
+            mirror=do_mirror,
+            method=method,
+            resolution=resolution,
+        )
+    except ValueError as exc:
+        raise InputError(source, "points", str(exc)) from None
+    z_level = float(norm.isf(level))
+    fields = dict(zip(LINE_KINDS, flds, strict=True))
+    lines = {kind: _trace(fld, z_level) for kind, fld in fields.items()}
+    params = list(data.get("parameters") or ["x", "y"])
+    units = list(data.get("units") or ["", ""])
+    labels = list(data.get("labels") or params)
+    return ContourSet(
+        str(data.get("analysis", "")), params, units, level, lines, labels, do_mirror, method, fields
+    )
+
+
+def read_contour_lines(path: str | Path, kind: str = "observed") -> list[np.ndarray]:
+    """Reference lines from a file: contour.json (its ``kind`` lines), HEPData YAML (each table's
+    first independent vs first dependent variable; tables qualified with another ``contour`` are
+    skipped) or whitespace/comma-separated text (x y per line, one polyline)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, "reference contour file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            d = json.loads(path.read_text())
+            segs = d["lines"][kind] if isinstance(d, dict) else d
+            return [np.asarray(s, dtype=float).reshape(-1, 2) for s in segs]
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            out = []
+            for doc in yaml.safe_load_all(path.read_text()):
+                if not doc:
+                    continue
+                quals = doc["dependent_variables"][0].get("qualifiers") or []
+                if any(q.get("name") == "contour" and q.get("value") != kind for q in quals):
+                    continue
+                xs = [v["value"] for v in doc["independent_variables"][0]["values"]]
+                ys = [v["value"] for v in doc["dependent_variables"][0]["values"]]
+                out.append(np.c_[np.asarray(xs, float), np.asarray(ys, float)])
+            return out
+        rows = [
+            [float(t) for t in line.replace(",", " ").split()[:2]]
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        return [np.asarray(rows, dtype=float).reshape(-1, 2)]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InputError(
+            str(path), None, f"expected contour.json, HEPData YAML (x, y tables) or 'x y' text: {exc}"
+        ) from None
