@@ -1,0 +1,287 @@
+"""fetch_pallet: SOURCE -> cached, verified archive -> safely extracted folder.
+
+HEPData's behaviour followed here (HEPData/hepdata, ``records/views.py`` and
+``records/utils/doi_minter.py``): a resource DOI ``10.17182/hepdata.<recid>.vN/rM`` is
+registered to ``/record/resource/<id>?landing_page=true``, which returns the file itself
+when the ``Accept`` header names its type (``application/x-tar`` for ``.tar.gz``) and
+answers 406 otherwise; ``/record/resource/<id>?view=true`` always returns the file;
+``/record/ins<inspire>?format=json[&version=N]`` is the record (``recid``, ``version``) and
+``/record/resources/<recid>/<version>`` lists its resources with their ``file_type``
+(pallets are ``HistFactory``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from recastfit.errors import FetchError
+from recastfit.hepdata.cache import Cache, CacheEntry, sha256_file
+from recastfit.hepdata.client import Download, HTTPClient, NotAcceptable
+from recastfit.hepdata.extract import archive_format, extract_to, replace_dir
+from recastfit.hepdata.options import FetchOptions
+from recastfit.hepdata.sources import Source, parse_source
+
+__all__ = ["fetch_pallet", "fetch_archive", "read_marker", "MARKER", "HISTFACTORY"]
+
+log = logging.getLogger(__name__)
+
+MARKER = ".recastfit-fetch.json"
+HISTFACTORY = "HistFactory"
+_PUBLIC_HOSTS = {"www.hepdata.net", "hepdata.net"}
+_RESOURCE_ID_RE = re.compile(r"/record/resource/(\d+)")
+
+
+def read_marker(dest: Path) -> dict | None:
+    """The provenance record fetch_pallet left in ``dest`` (None if absent or unreadable)."""
+    try:
+        return json.loads((Path(dest) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- remote -> cache ----------------------------------------------------------------------------
+def fetch_archive(source: Source, options: FetchOptions, cache: Cache | None = None) -> CacheEntry:
+    """The cached archive for a remote ``source``, downloading it if needed (unless offline)."""
+    cache = cache or Cache(options.cache_dir)
+    key = source.cache_key()
+    if not options.refresh:
+        entry = cache.lookup(key)
+        if entry is not None:
+            log.info("%s: cached archive %s (sha256 %s)", source.text, entry.path, entry.sha256[:12])
+            return entry
+    if options.offline:
+        raise FetchError(
+            f"offline: {source.describe()} is not in the cache at {cache.root} (cache key {key!r}); "
+            "fetch it once with network access (without --offline) or point --cache-dir at a cache holding it"
+        )
+    client = HTTPClient(
+        timeout=options.timeout,
+        retries=options.retries,
+        backoff=options.backoff,
+        quiet=options.quiet,
+        what=source.text,
+    )
+    try:
+        dl = _download(source, options, client, cache.tmp_dir())
+    finally:
+        client.close()
+    try:
+        try:
+            archive_format(dl.path)
+        except FetchError as exc:
+            raise FetchError(
+                f"source {source.text!r}: {dl.url} returned {dl.content_type or 'unknown content'} "
+                f"({dl.size} bytes), not a tar or zip archive"
+            ) from exc
+        entry = cache.store(key, dl.path, dl.sha256, filename=dl.filename, url=dl.url)
+    finally:
+        dl.path.unlink(missing_ok=True)
+    log.info("%s: fetched %s (%d bytes, sha256 %s)", source.text, dl.filename, dl.size, dl.sha256[:12])
+    return entry
+
+
+def _base(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _hepdata_base_for(url: str, options: FetchOptions) -> str:
+    """The public host is swapped for the configured one (a mirror or a test server)."""
+    return options.hepdata_url if urlsplit(url).netloc.lower() in _PUBLIC_HOSTS else _base(url)
+
+
+def _download(source: Source, options: FetchOptions, client: HTTPClient, tmp: Path) -> Download:
+    if source.kind == "doi":
+        url = f"{options.doi_url}/{source.doi}"
+        try:
+            return client.download(url, tmp)
+        except NotAcceptable as exc:
+            # the landing page would not hand the file over for our Accept: use ?view=true
+            m = _RESOURCE_ID_RE.search(urlsplit(exc.url).path)
+            if not m:
+                raise
+            log.info("%s: landing page answered 406 (%s); using ?view=true", source.doi, exc.payload)
+            return client.download(f"{_base(exc.url)}/record/resource/{m.group(1)}?view=true", tmp)
+    if source.kind == "resource_url":
+        base = _hepdata_base_for(source.url, options)
+        return client.download(f"{base}/record/resource/{source.resource_id}?view=true", tmp)
+    if source.kind == "url":
+        return client.download(source.url, tmp)
+    if source.kind == "record":
+        base = _hepdata_base_for(source.url, options) if source.url else options.hepdata_url
+        location = _resolve_record_resource(source, base, client)
+        return client.download(location, tmp)
+    raise FetchError(f"source {source.text!r}: not a remote source")
+
+
+def _resolve_record_resource(source: Source, base: str, client: HTTPClient) -> str:
+    """Record (+ resource name) -> the download URL of the resource file."""
+    recid, version = source.recid, source.version
+    if source.inspire_id is not None or version is None:
+        ident = f"ins{source.inspire_id}" if source.inspire_id is not None else str(recid)
+        params = {"format": "json"}
+        if version is not None:
+            params["version"] = str(version)
+        record = client.get_json(f"{base}/record/{ident}", params=params)
+        if not isinstance(record, dict) or "recid" not in record:
+            raise FetchError(f"source {source.text!r}: {base}/record/{ident}?format=json has no 'recid'")
+        recid = int(record["recid"])
+        version = int(record.get("version") or version or 1)
+    listing = client.get_json(f"{base}/record/resources/{recid}/{version}")
+    resources = [
+        r
+        for item in (listing.get("submission_items", []) if isinstance(listing, dict) else [])
+        for r in item.get("resources", [])
+    ]
+    chosen = _choose_resource(source, resources, recid, version)
+    location = str(chosen.get("location") or f"/record/resource/{chosen['id']}?view=true")
+    if location.startswith("http"):
+        return location
+    return f"{base}{location if location.startswith('/') else '/' + location}"
+
+
+def _resource_name(r: dict) -> str:
+    name = r.get("filename") or os.path.basename(str(r.get("file_location", ""))) or ""
+    return str(name)
+
+
+def _choose_resource(source: Source, resources: list[dict], recid: int, version: int) -> dict:
+    pallets = [r for r in resources if str(r.get("file_type", "")).lower() == HISTFACTORY.lower()]
+    listed = (
+        ", ".join(
+            f"{_resource_name(r) or r.get('file_description', '?')!r} (id {r.get('id')})" for r in pallets
+        )
+        or "none"
+    )
+    where = f"HEPData record {recid} version {version}"
+    want = source.resource
+    if want is None:
+        if len(pallets) == 1:
+            return pallets[0]
+        raise FetchError(
+            f"source {source.text!r}: {where} has {len(pallets)} {HISTFACTORY} resources ({listed}); "
+            "name the one to fetch with --resource (config key pallet.resource)"
+        )
+    for r in resources:
+        doi = str(r.get("doi") or "")
+        if want in (_resource_name(r), str(r.get("id")), doi) or (doi and doi.endswith(f"/{want}")):
+            return r
+    for r in resources:
+        if want.lower() == _resource_name(r).lower() or want == r.get("file_description"):
+            return r
+    raise FetchError(
+        f"source {source.text!r}: {where} has no resource named {want!r}; {HISTFACTORY} resources: {listed}"
+    )
+
+
+# -- archive/folder -> dest ---------------------------------------------------------------------
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_dest(dest: Path) -> None:
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise FetchError(f"--dest {dest}: exists and is not a folder; remove it or choose another one")
+    if dest.is_dir() and any(dest.iterdir()) and read_marker(dest) is None:
+        raise FetchError(
+            f"--dest {dest}: folder exists, is not empty and was not written by recastfit fetch "
+            f"(no {MARKER}); remove it or choose another destination"
+        )
+
+
+def _marker_text(source: Source, sha256: str | None, **extra: object) -> str:
+    record = {
+        "source": source.text,
+        "key": source.cache_key(),
+        "sha256": sha256,
+        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    return json.dumps(record, indent=1)
+
+
+def _copy_folder(source: Source, dest: Path) -> Path:
+    src = source.path
+    if dest.resolve() == src.resolve():
+        return src
+    if dest.resolve().is_relative_to(src.resolve()):
+        raise FetchError(f"--dest {dest}: lies inside the source folder {src}")
+    fingerprint = _sha("\n".join(_tree_listing(src)))
+    marker = read_marker(dest)
+    if marker and marker.get("fingerprint") == fingerprint and marker.get("source") == source.text:
+        return dest
+    _check_dest(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.copy-"))
+    try:
+        _copy_tree(src, tmp)
+        (tmp / MARKER).write_text(_marker_text(source, None, fingerprint=fingerprint))
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy files and folders with fresh, writable permissions (shared pallets are read-only)."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        target = dst / here.relative_to(src)
+        target.mkdir(exist_ok=True)
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name != MARKER:
+                shutil.copyfile(here / name, target / name)
+
+
+def _tree_listing(folder: Path) -> list[str]:
+    items = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MARKER:
+            st = path.stat()
+            items.append(f"{path.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
+    return items
+
+
+def fetch_pallet(
+    source: str, dest: Path, *, resource: str | None = None, options: FetchOptions | None = None
+) -> Path:
+    """Make ``dest`` hold the pallet named by ``source`` and return ``dest``.
+
+    Remote archives are downloaded once into the content-addressed cache (verified by
+    sha256 on every use) and extracted safely; a local archive is extracted; a local
+    folder is copied. Calling it again with the same source is a no-op. ``dest`` is
+    replaced only when it is empty or was written by an earlier fetch.
+    """
+    options = options or FetchOptions()
+    src = parse_source(source, resource=resource, doi_url=options.doi_url)
+    dest = Path(dest).expanduser().absolute()
+    if src.kind == "folder":
+        return _copy_folder(src, dest)
+    if src.kind == "archive":
+        archive, sha256, name = src.path, sha256_file(src.path), src.path.name
+    else:
+        entry = fetch_archive(src, options)
+        archive, sha256, name = entry.path, entry.sha256, entry.filename
+    marker = read_marker(dest)
+    if marker and marker.get("sha256") == sha256 and marker.get("key") == src.cache_key():
+        log.info("%s: already extracted in %s", source, dest)
+        return dest
+    _check_dest(dest)
+    extract_to(
+        archive,
+        dest,
+        max_bytes=options.max_unpacked_bytes,
+        marker=(MARKER, _marker_text(src, sha256, archive=name)),
+    )
+    return dest
