@@ -7,8 +7,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyhf
-
 from recastfit.errors import InputError
 from recastfit.results import PatchTask
 from recastfit.signals.model import PointYields
@@ -38,6 +36,13 @@ class SignalOptions:
     def __post_init__(self) -> None:
         if self.stat not in ("staterror", "shapesys", "none"):
             raise ValueError(f"stat must be staterror, shapesys or none, got {self.stat!r}")
+
+
+def _pyhf_digest(spec: dict) -> str:
+    """pyhf's workspace digest (sha256 of ``json.dumps(sort_keys=True)``), as PatchSet.verify checks."""
+    import pyhf
+
+    return pyhf.utils.digest(spec)
 
 
 def workspace_poi(bkg_spec: dict) -> str:
@@ -170,13 +175,15 @@ def build_patchset(
         "metadata": {
             "name": analysis_id,
             "description": description,
-            "digests": {"sha256": pyhf.utils.digest(bkg_spec)},
+            "digests": {"sha256": _pyhf_digest(bkg_spec)},
             "labels": list(parameters),
             "references": {"hepdata": hepdata_record or "ins0000000"},
         },
         "patches": patches,
         "version": "1.0.0",
     }
+    import pyhf  # imported here: `recastfit` CLI start-up stays fast for verbs that never need it
+
     pyhf.PatchSet(spec)  # schema validation; raises on a malformed spec
     return spec
 

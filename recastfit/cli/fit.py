@@ -7,10 +7,11 @@ import dataclasses
 from pathlib import Path
 
 from recastfit.config import load_config
-from recastfit.pipeline import read_manifest, run_fit_step
 
 
 def run(args: argparse.Namespace) -> int:
+    from recastfit.pipeline import read_manifest, run_fit_step
+
     cfg = load_config(args.config)
     if args.engine:
         cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, engine=args.engine))

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from recastfit.config import load_config
-from recastfit.pipeline import read_manifest, signal_patchset, write_json
 
 
 def run(args: argparse.Namespace) -> int:
+    from recastfit.pipeline import read_manifest, signal_patchset, write_json
+
     cfg = load_config(args.config)
     spec = signal_patchset(cfg, read_manifest(Path(args.manifest)))
     write_json(Path(args.out), spec)
