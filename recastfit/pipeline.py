@@ -84,11 +84,9 @@ def run_fit_step(
         tasks=tasks,
         bkg_spec=bkg,
     )
-    print(
-        f"recastfit fit: {len(tasks)} points: {summary.done} fitted, {summary.skipped} already stored, "
-        f"{summary.failed} failed; results in {out}"
-    )
-    return 1 if summary.failed else 0
+    if quiet:  # run_fits prints this line itself unless quiet; the summary is always shown once
+        print(summary.line())
+    return summary.exit_code
 
 
 def write_json(path: Path, obj: Any) -> None:

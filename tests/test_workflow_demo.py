@@ -84,6 +84,6 @@ def test_added_points_are_the_only_ones_refitted(demo_run) -> None:
     write_yields_file(yields, points + extra[0], params)
     proc = snakemake(demo_run)
     log = (demo_run / "results" / "demo" / "logs" / "fit.log").read_text() + proc.stdout + proc.stderr
-    assert "56 points: 2 fitted, 54 already stored, 0 failed" in log, log[-2000:]
+    assert "56 points: 2 done, 0 failed, 54 skipped (stored)" in log, log[-2000:]
     res = json.loads((demo_run / "results" / "demo" / "results.json").read_text())
     assert len(res["points"]) == 56

@@ -1,0 +1,142 @@
+"""Parsl back end: a HighThroughputExecutor on the local machine, Slurm or HTCondor."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from recastfit.backends.base import Backend
+from recastfit.backends.worker import BkgRef, thread_env
+from recastfit.errors import ConfigError
+
+__all__ = ["ParslBackend", "make_provider"]
+
+_LABEL = "recastfit_htex"
+
+
+def _provider_class(name: str) -> type:
+    if name == "local":
+        from parsl.providers import LocalProvider
+
+        return LocalProvider
+    if name == "slurm":
+        from parsl.providers import SlurmProvider
+
+        return SlurmProvider
+    if name == "htcondor":
+        from parsl.providers import CondorProvider
+
+        return CondorProvider
+    raise ConfigError("config.yaml", "backend.parsl_provider", "one of local, slurm, htcondor", name)
+
+
+def make_provider(name: str, options: dict[str, Any], threads: int = 1) -> Any:
+    """A Parsl provider from ``backend.parsl_provider`` + ``backend.provider_options``.
+
+    ``worker_init`` gets ``export OMP_NUM_THREADS=...`` (and the other BLAS variables)
+    prepended so that workers never oversubscribe the cores of a node.
+    """
+    cls = _provider_class(name)
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(
+                "config.yaml",
+                f"backend.provider_options.{key}",
+                f"an argument of parsl {cls.__name__} ({', '.join(sorted(allowed))})",
+                key,
+            )
+    opts = dict(options)
+    exports = "; ".join(f"export {k}='{v}'" for k, v in thread_env(threads).items())
+    user_init = opts.pop("worker_init", "")
+    opts["worker_init"] = f"{exports}; {user_init}" if user_init else exports
+    if name == "local":
+        opts.setdefault("init_blocks", 1)
+        opts.setdefault("min_blocks", 1)
+        opts.setdefault("max_blocks", 1)
+    return cls(**opts)
+
+
+class ParslBackend(Backend):
+    """Tasks go through a Parsl DataFlowKernel to one HighThroughputExecutor.
+
+    The background is written once to ``run_dir/backgrounds/<digest>.json``; a worker
+    reads it the first time it needs it (shared file systems) or, when it cannot see the
+    file, answers "missing" and is sent the spec once.
+    """
+
+    name = "parsl"
+
+    def __init__(
+        self,
+        workers: int,
+        provider: str = "local",
+        provider_options: dict[str, Any] | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        super().__init__(workers)
+        self.provider_name = provider
+        self.provider_options = dict(provider_options or {})
+        self._own_dir = run_dir is None
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="recastfit-parsl-"))
+        self._dfk: Any = None
+        self._apps: dict[Any, Any] = {}
+
+    def start(self) -> None:
+        if self._dfk is not None:
+            return
+        from parsl.config import Config
+        from parsl.dataflow.dflow import DataFlowKernel
+        from parsl.executors import HighThroughputExecutor
+
+        local = self.provider_name == "local"
+        provider = make_provider(self.provider_name, self.provider_options)
+        htex_opts: dict[str, Any] = {
+            "label": _LABEL,
+            "provider": provider,
+            "max_workers_per_node": self.workers if local else self.provider_options.get("cores_per_node"),
+            "cores_per_worker": 1,
+            "worker_logdir_root": str(self.run_dir / "workers"),
+        }
+        if local:
+            htex_opts.update(address="127.0.0.1", encrypted=False)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = Config(
+            executors=[HighThroughputExecutor(**htex_opts)],
+            run_dir=str(self.run_dir / "runinfo"),
+            strategy="none" if local else "simple",
+            usage_tracking=0,
+            initialize_logging=False,
+        )
+        self._dfk = DataFlowKernel(config)
+
+    def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
+        path = self.run_dir / "backgrounds" / f"{bkg_digest}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(spec))
+        tmp.replace(path)
+        self.background_bytes = path.stat().st_size
+        return BkgRef(bkg_digest, path=str(path))
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
+        self.start()
+        app = self._apps.get(fn)
+        if app is None:
+            from parsl.app.python import PythonApp
+
+            app = self._apps[fn] = PythonApp(fn, data_flow_kernel=self._dfk, executors=[_LABEL])
+        return app(*args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._dfk is not None:
+            self._dfk.cleanup()
+            self._dfk = None
+            self._apps.clear()
+        if self._own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
