@@ -100,6 +100,9 @@ def parse_config(data: Any, file: str = "config.yaml") -> Config:
     except (TypeError, ValueError) as exc:
         raise ConfigError(file, "signal.options", "valid signal options", str(exc)) from None
     fit = FitSettings(**data.get("fit", {}))
+    from recastfit.backends.base import BackendConfig  # validates every backend key, naming it
+
+    BackendConfig.from_dict(data.get("backend"), file=file)
     demo = data.get("demo")
     return Config(
         file=file,

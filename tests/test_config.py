@@ -40,6 +40,8 @@ def test_default_config_is_valid() -> None:
         (lambda c: c.update(colour="blue"), "colour", "no such key"),
         (lambda c: c["backend"].update(name="slurm"), "backend.name", "one of local"),
         (lambda c: c["signal"]["options"].update(stat="poisson"), "signal.options.stat", "one of"),
+        (lambda c: c["backend"].update(batch_size=0), "backend.batch_size", "an integer >= 1"),
+        (lambda c: c["backend"].update(workerz=2), "backend.workerz", ""),
     ],
 )
 def test_bad_config_names_key(edit, key: str, expected: str) -> None:

@@ -87,3 +87,14 @@ def test_added_points_are_the_only_ones_refitted(demo_run) -> None:
     assert "56 points: 2 done, 0 failed, 54 skipped (stored)" in log, log[-2000:]
     res = json.loads((demo_run / "results" / "demo" / "results.json").read_text())
     assert len(res["points"]) == 56
+
+
+def test_bad_config_stops_snakemake_before_any_rule(tmp_path) -> None:
+    init_workflow(tmp_path)
+    cfg = (tmp_path / "workflows" / "config" / "config.yaml").read_text()
+    (tmp_path / "bad.yaml").write_text(cfg.replace("engine: pyhf", "engine: minuit"))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "contour", "--configfile", "bad.yaml"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "bad.yaml: key 'fit.engine': expected one of pyhf, fast, got 'minuit'" in proc.stderr
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "results" / "demo" / "pallet.json").exists()
