@@ -47,7 +47,14 @@ def signal_patchset(cfg: Config, manifest: dict[str, Any]) -> dict:
         )
     from recastfit.signals.sources import load_signal_points
 
-    found = load_signal_points(cfg.signal, config_file=cfg.file, base_dir=Path.cwd(), bkg_spec=bkg)
+    found = load_signal_points(
+        cfg.signal,
+        config_file=cfg.file,
+        base_dir=Path.cwd(),
+        bkg_spec=bkg,
+        parameters=cfg.parameters,
+        results_dir=cfg.results_dir,
+    )
     for name, reason in found.skipped:
         print(f"recastfit patches: skipped point {name}: {reason}")
     source = str(cfg.signal.get("path") or cfg.signal["type"])

@@ -13,7 +13,7 @@ WORKFLOW_FILES = ("Snakefile", "rules", "config", "schemas")
 
 
 def init_workflow(dest: Path, *, force: bool = False) -> list[Path]:
-    """Copy the packaged workflow into ``dest`` as ``Snakefile`` + ``workflows/``."""
+    """Copy the packaged workflow into ``dest``: ``Snakefile``, ``workflows/`` and the yadage ``specs/``."""
     dest = Path(dest)
     src = resources.files("recastfit.workflow")
     target = dest / "workflows"
@@ -28,9 +28,16 @@ def init_workflow(dest: Path, *, force: bool = False) -> list[Path]:
                 )
             else:
                 shutil.copy2(path, target / name)
+    with resources.as_file(resources.files("recastfit.specs")) as specs:
+        shutil.copytree(
+            specs,
+            dest / "specs",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "__init__.py"),
+        )
     root = dest / "Snakefile"
     root.write_text('include: "workflows/Snakefile"\n')
-    return [root, target]
+    return [root, target, dest / "specs"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,7 +70,8 @@ def parse_point(file: str, raw: Any, where: str) -> PointYields:
         for label, arr in (("yields", ys), ("stat", st or ())):
             bad = [v for v in arr if not math.isfinite(v) or v < 0]
             if bad:
-                raise InputError(file, f"{key}.{label}", f"point '{name}': expected finite values >= 0, got {bad}")
+                msg = f"point '{name}': expected finite values >= 0, got {bad}"
+                raise InputError(file, f"{key}.{label}", msg)
         if st is not None and len(st) != len(ys):
             raise InputError(file, f"{key}.stat", f"has {len(st)} entries but yields has {len(ys)}")
         out[str(ch)] = ChannelYields(ys, st)

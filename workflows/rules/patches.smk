@@ -5,8 +5,9 @@ def signal_inputs(wildcards):
     kind = CFG.signal["type"]
     if kind == "recast":
         return recast_yields()
-    paths = [CFG.signal[k] for k in ("path",) if CFG.signal.get(k)]
-    return [p for p in paths if is_local(p)]
+    # every local file the source reads (yields file, efficiency-map folder, cross sections, ...)
+    paths = [str(CFG.signal[k]) for k in ("path", "xsec") if CFG.signal.get(k)]
+    return [local_path(p) for p in paths if is_local(p) and "{point}" not in p]
 
 
 rule patches:
