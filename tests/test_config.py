@@ -61,3 +61,9 @@ def test_missing_and_broken_files(tmp_path) -> None:
     bad.write_text("analysis: [unclosed\n")
     with pytest.raises(ConfigError, match="valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workflows" / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path) -> None:
+    cfg = load_config(path)
+    assert cfg.parameters and len(cfg.units) == len(cfg.parameters)
