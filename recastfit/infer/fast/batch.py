@@ -1,0 +1,319 @@
+"""Orchestration: group tasks by structure, cache models, pad batches, retry, build results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from recastfit.infer.diagnostics import at_bounds, failure_reason
+from recastfit.infer.fast.structure import (
+    PatchInfo,
+    Structure,
+    Unsupported,
+    analyse,
+    split_patch,
+    unify_patches,
+)
+from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
+
+__all__ = ["run_batch", "clear_cache", "bucket_size"]
+
+log = logging.getLogger(__name__)
+
+_STRUCTURES: OrderedDict = OrderedDict()  # (bkg digest, skeleton, signs, untracked) -> Structure | str
+_RUNNERS: OrderedDict = OrderedDict()  # (structure key, mu_test) -> Runner
+_BKG_DIGESTS: dict[int, tuple[object, str]] = {}
+_CACHE_SIZE = 32
+NLL_TOL = 1e-6
+
+
+def clear_cache() -> None:
+    _STRUCTURES.clear()
+    _RUNNERS.clear()
+    _BKG_DIGESTS.clear()
+
+
+def bucket_size(n: int) -> int:
+    """Smallest bucket holding ``n`` points (batches are padded to fixed shapes)."""
+    from recastfit.infer.fast import BUCKETS
+
+    for b in BUCKETS:
+        if n <= b:
+            return b
+    return BUCKETS[-1]
+
+
+def _remember(cache: OrderedDict, key, value):
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def _bkg_digest(bkg_spec: dict) -> str:
+    hit = _BKG_DIGESTS.get(id(bkg_spec))
+    if hit is not None and hit[0] is bkg_spec:
+        return hit[1]
+    d = digest(bkg_spec)
+    _BKG_DIGESTS.clear()
+    _BKG_DIGESTS[id(bkg_spec)] = (bkg_spec, d)
+    return d
+
+
+def _structure(bkg_spec: dict, bkg_key: str, patch: list[dict], info: PatchInfo):
+    """(full key, Structure or the reason it is unsupported) for one (unified) patch."""
+    base = (bkg_key, info.skeleton)
+    probe = _STRUCTURES.get(base)
+    if probe is None:
+        try:
+            probe = analyse(bkg_spec, patch, info)
+        except Unsupported as exc:
+            probe = f"not supported by the fast engine: {exc}"
+        _remember(_STRUCTURES, base, probe)
+    if isinstance(probe, str):
+        return base, probe
+    key = base + probe.subkey(info.leaves)
+    hit = _STRUCTURES.get(key)
+    if hit is None:
+        own = probe.subkey(probe.leaves)
+        hit = probe if key == base + own else analyse(bkg_spec, patch, info)
+        _remember(_STRUCTURES, key, hit)
+    return key, hit
+
+
+def _runner(key, structure: Structure, mu_test: float):
+    from recastfit.infer.fast.hypotest import Runner
+
+    rkey = (key, mu_test)
+    hit = _RUNNERS.get(rkey)
+    if hit is None:
+        hit = _remember(_RUNNERS, rkey, Runner(structure, mu_test))
+    return hit
+
+
+def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+    if len(rows) == size:
+        return rows
+    return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
+
+
+def _chunks(n: int):
+    from recastfit.infer.fast import MAX_CHUNK
+
+    for lo in range(0, n, MAX_CHUNK):
+        yield lo, min(n, lo + MAX_CHUNK)
+
+
+def _bkg_fits(runner, leaves: np.ndarray):
+    """mu=0 fits [N] (shared: one fit broadcast) with retries; returns (theta, value, ok, info)."""
+    from recastfit.infer.fast.hypotest import STARTS
+
+    rows = leaves[:1] if runner.shared else leaves
+    n = len(rows)
+    theta = np.zeros((n, runner.dense.npars))
+    value = np.full(n, np.inf)
+    ok = np.zeros(n, bool)
+    pgrad = np.full(n, np.inf)
+    todo = np.arange(n)
+    for start in range(STARTS):
+        if not len(todo):
+            break
+        for lo, hi in _chunks(len(todo)):
+            idx = todo[lo:hi]
+            out = runner.bkg_fit(_padded(rows[idx], bucket_size(len(idx))), start)
+            m = len(idx)
+            better = out.converged[:m] & (out.value[:m] < value[idx])
+            first = start == 0
+            upd = better | (first & ~ok[idx])
+            theta[idx[upd]] = out.theta[:m][upd]
+            value[idx[upd]] = out.value[:m][upd]
+            pgrad[idx[upd]] = out.pgrad_norm[:m][upd]
+            ok[idx[upd]] = out.converged[:m][upd]
+        todo = np.flatnonzero(~ok)
+    if runner.shared:
+        k = len(leaves)
+        return np.repeat(theta, k, 0), np.repeat(value, k), np.repeat(ok, k), np.repeat(pgrad, k)
+    return theta, value, ok, pgrad
+
+
+def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray):
+    """Three fits per point, retried from other starts where any did not converge."""
+    from recastfit.infer.fast.hypotest import STARTS
+
+    best = None
+    retries = np.zeros(len(leaves), int)
+    todo = np.arange(len(leaves))
+    for start in range(STARTS):
+        if not len(todo):
+            break
+        parts = []
+        for lo, hi in _chunks(len(todo)):
+            idx = todo[lo:hi]
+            size = bucket_size(len(idx))
+            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
+            parts.append((idx, out))
+        for idx, out in parts:
+            m = len(idx)
+            if best is None:
+                best = _empty_like(out, len(leaves))
+            retries[idx] += start > 0
+            for f in range(3):
+                conv = out.converged[:m, f]
+                better = conv & (~best.converged[idx, f] | (out.value[:m, f] < best.value[idx, f]))
+                if start == 0:
+                    better = np.ones(m, bool)
+                sel = idx[better]
+                for name in ("value", "theta", "pgrad", "decrement", "iterations", "converged"):
+                    getattr(best, name)[sel, f] = getattr(out, name)[:m][better, f]
+            best.asimov_free[idx] = out.asimov_free[:m]
+        todo = np.flatnonzero(~best.converged.all(axis=1))
+    return best, retries
+
+
+def _empty_like(out, n: int):
+    from recastfit.infer.fast.hypotest import PointFits
+
+    return PointFits(
+        *(
+            np.zeros((n,) + np.asarray(a).shape[1:], np.asarray(a).dtype)
+            for a in (
+                out.value,
+                out.theta,
+                out.pgrad,
+                out.decrement,
+                out.iterations,
+                out.converged,
+                out.asimov_free,
+            )
+        )
+    )
+
+
+def _run_group(
+    runner, tasks: list[PatchTask], leaves: np.ndarray, settings: FitSettings, offsets: np.ndarray
+) -> list[HypotestResult]:
+    """Fits, retries and results of one structure group (``offsets``: NLL constants to remove)."""
+    from recastfit.infer.fast.asymptotics import cls_from_q
+    from recastfit.infer.fast.hypotest import FIT_NAMES
+
+    t0 = time.perf_counter()
+    dm = runner.dense
+    theta_b, value_b, ok_b, pgrad_b = _bkg_fits(runner, leaves)
+    fits, retries = _point_fits(runner, leaves, theta_b)
+    # a free fit worse than the fixed-POI one missed the global minimum: the fixed point is better
+    worse = fits.value[:, 0] > fits.value[:, 1] + NLL_TOL
+    fits.value[worse, 0] = fits.value[worse, 1]
+    fits.theta[worse, 0] = fits.theta[worse, 1]
+    fits.converged[worse, 0] = fits.converged[worse, 1]
+    mu_hat = fits.theta[:, 0, dm.poi]
+    q = np.clip(fits.value[:, 1] - fits.value[:, 0], 0.0, None)
+    if settings.test_stat == "qtilde" or settings.test_stat == "q":
+        q = np.where(mu_hat > settings.mu_test, 0.0, q)
+    q_a = np.clip(fits.value[:, 2] - fits.asimov_free, 0.0, None)
+    cls_obs, cls_exp = cls_from_q(q, q_a, settings.test_stat)
+    per_point = (time.perf_counter() - t0) / max(len(tasks), 1)
+    free = ~dm.fixed
+    results = []
+    for i, task in enumerate(tasks):
+        fit_diag = {}
+        for f, name in enumerate(FIT_NAMES):
+            fit_diag[name] = {
+                "nll": float(fits.value[i, f]) / 2.0 - offsets[i],
+                "grad_norm": float(fits.pgrad[i, f]),
+                "decrement": float(fits.decrement[i, f]),
+                "iterations": int(fits.iterations[i, f]),
+                "converged": bool(fits.converged[i, f]),
+                "at_bounds": at_bounds(fits.theta[i, f], dm.lo, dm.hi, free, dm.par_names),
+            }
+        fit_diag["fixed_bkg"] = {
+            "nll": float(value_b[i]) / 2.0 - offsets[i],
+            "grad_norm": float(pgrad_b[i]),
+            "converged": bool(ok_b[i]),
+            "shared": runner.shared,
+        }
+        reason = failure_reason(fit_diag)
+        if reason is None and not (np.isfinite(cls_obs[i]) and np.all(np.isfinite(cls_exp[i]))):
+            reason = f"non-finite CLs (q={q[i]:.4g}, q_asimov={q_a[i]:.4g})"
+        diag = {
+            "grad_norm": max(d["grad_norm"] for d in fit_diag.values()),
+            "at_bounds": fit_diag["free_data"]["at_bounds"],
+            "iterations": int(fits.iterations[i].sum()),
+            "retries": int(retries[i]),
+            "nll": fit_diag["free_data"]["nll"],
+            "q": float(q[i]),
+            "q_asimov": float(q_a[i]),
+            "fits": fit_diag,
+        }
+        results.append(
+            HypotestResult(
+                name=task.name,
+                values=list(task.values),
+                status="ok" if reason is None else "failed",
+                cls_obs=float(cls_obs[i]),
+                cls_exp=[float(v) for v in cls_exp[i]],
+                mu_hat=float(mu_hat[i]),
+                reason=reason,
+                wall_time=per_point,
+                engine="fast",
+                diagnostics=diag,
+            )
+        )
+    return results
+
+
+def _fallback(
+    bkg_spec: dict, tasks: list[PatchTask], settings: FitSettings, why: str
+) -> list[HypotestResult]:
+    from recastfit.infer.reference import hypotest_batch as ref_batch
+
+    log.info("fast engine: %d task(s) go to pyhf: %s", len(tasks), why)
+    out = ref_batch(bkg_spec, tasks, settings)
+    for r in out:
+        r.diagnostics.setdefault("fallback", why)
+    return out
+
+
+def run_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
+    """Fast-engine hypothesis tests of ``tasks`` (see :func:`recastfit.infer.fast.hypotest_batch`)."""
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    if settings.calctype != "asymptotics" or settings.test_stat not in ("qtilde", "q"):
+        why = f"calctype={settings.calctype!r}, test_stat={settings.test_stat!r} not implemented"
+        return _fallback(bkg_spec, tasks, settings, why)
+    bkg_key = _bkg_digest(bkg_spec)
+    unified, offsets = unify_patches(bkg_spec, [t.patch for t in tasks])
+    groups: dict = {}
+    for i, task in enumerate(tasks):
+        info = split_patch(unified[i])
+        key, structure = _structure(bkg_spec, bkg_key, unified[i], info)
+        groups.setdefault(key, (structure, []))[1].append((i, task, info))
+    results: list[HypotestResult | None] = [None] * len(tasks)
+    for key, (structure, members) in groups.items():
+        idx = [m[0] for m in members]
+        group_tasks = [m[1] for m in members]
+        if isinstance(structure, str):
+            out = _fallback(bkg_spec, group_tasks, settings, structure)
+        else:
+            leaves = np.stack([m[2].leaves for m in members])
+            runner = _runner(key, structure, float(settings.mu_test))
+            out = _run_group(runner, group_tasks, leaves, settings, offsets[idx])
+            failed = [j for j, r in enumerate(out) if not r.ok]
+            if failed:
+                redo = _fallback(
+                    bkg_spec, [group_tasks[j] for j in failed], settings, "fast-engine fit failed"
+                )
+                for j, r in zip(failed, redo, strict=True):
+                    if r.ok:
+                        r.diagnostics["fast_failure"] = out[j].reason
+                        out[j] = r
+                    else:
+                        out[j].diagnostics["pyhf_failure"] = r.reason
+        for i, r in zip(idx, out, strict=True):
+            results[i] = r
+    return results  # type: ignore[return-value]
