@@ -11,7 +11,9 @@ from recastfit.errors import ConfigError, InputError
 from recastfit.pallet import legacy_patchset, load_json, load_patchset, load_workspace
 from recastfit.patches import build_patchset, patchset_tasks
 
-__all__ = ["read_manifest", "signal_patchset", "run_fit_step"]
+__all__ = ["read_manifest", "signal_patchset", "run_fit_step", "FAST_BATCH_SIZE"]
+
+FAST_BATCH_SIZE = 256  # default points per task for engine "fast" (pyhf: BackendConfig's default)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -79,6 +81,8 @@ def run_fit_step(
     bkg = load_workspace(Path(manifest["selected"]["workspace"]))
     tasks = patchset_tasks(load_json(patchset_path))
     backend = BackendConfig.from_dict(cfg.backend, file=cfg.file)
+    if "batch_size" not in cfg.backend and cfg.fit.engine == "fast":
+        backend.batch_size = FAST_BATCH_SIZE  # one compiled call fits many points at once
     store_path = Path(out).parent / "results.sqlite"
     summary = run_fits(bkg, tasks, cfg.fit, backend, store_path, cores=cores, quiet=quiet)
     ResultStore(store_path).export_results(
