@@ -20,7 +20,8 @@ class SignalOptions:
 
     ``stat``: MC-stat uncertainty as ``staterror`` (shared per channel with the background's,
     as HistFactory does), ``shapesys`` (Poisson-constrained, per signal bin) or ``none``.
-    ``theory_uncertainty``: relative signal-normalisation uncertainty added as a normsys.
+    ``theory_uncertainty``: relative signal-normalisation uncertainty added as a normsys, or
+    ``"per_point"``: each point's own (up, down), e.g. from the cross-section table.
     ``replace_samples``: existing samples (e.g. the published signal) removed from every channel.
     """
 
@@ -28,7 +29,7 @@ class SignalOptions:
     poi: str | None = None  # None -> the measurement's POI
     lumi: bool = True
     stat: str = "staterror"
-    theory_uncertainty: float | None = None
+    theory_uncertainty: float | str | None = None
     theory_name: str = "theory_signal"
     replace_samples: tuple[str, ...] = ()
     position: int = 0
@@ -36,6 +37,9 @@ class SignalOptions:
     def __post_init__(self) -> None:
         if self.stat not in ("staterror", "shapesys", "none"):
             raise ValueError(f"stat must be staterror, shapesys or none, got {self.stat!r}")
+        u = self.theory_uncertainty
+        if isinstance(u, str) and u != "per_point" or isinstance(u, int | float) and not 0 <= u < 1:
+            raise ValueError(f"theory_uncertainty must be a number in [0, 1), per_point or null, got {u!r}")
 
 
 def _pyhf_digest(spec: dict) -> str:
@@ -82,14 +86,25 @@ def _check_yields(point: PointYields, channel: str, nbins: int, source: str) -> 
         raise InputError(source, f"{where}, stat", f"has {len(cy.stat)} entries, expected {nbins}")
 
 
+def _theory(point: PointYields, opts: SignalOptions) -> tuple[float, float] | None:
+    """(up, down) relative theory uncertainty of this point's signal, or None."""
+    if opts.theory_uncertainty == "per_point":
+        return point.theory
+    if opts.theory_uncertainty:
+        u = float(opts.theory_uncertainty)
+        return u, u
+    return None
+
+
 def _sample(point: PointYields, channel: dict, opts: SignalOptions, poi: str, lumi: str | None) -> dict:
     cy = point.channels[channel["name"]]
     mods: list[dict[str, Any]] = [{"name": poi, "type": "normfactor", "data": None}]
     if opts.lumi and lumi:
         mods.append({"name": lumi, "type": "lumi", "data": None})
-    if opts.theory_uncertainty:
-        u = float(opts.theory_uncertainty)
-        mods.append({"name": opts.theory_name, "type": "normsys", "data": {"hi": 1.0 + u, "lo": 1.0 - u}})
+    theory = _theory(point, opts)
+    if theory:
+        up, down = theory
+        mods.append({"name": opts.theory_name, "type": "normsys", "data": {"hi": 1.0 + up, "lo": 1.0 - down}})
     if cy.stat is not None and opts.stat == "staterror":
         name = _modifier_name(channel, "staterror") or f"staterror_{channel['name']}"
         mods.append({"name": name, "type": "staterror", "data": [float(v) for v in cy.stat]})

@@ -271,7 +271,9 @@ def effmap_yields(
             )
         sigma = xsec(mass) * xsec_scale
         channels = {ch: ChannelYields((max(sigma * lumi_pb * e, floor),)) for ch, e in effs.items()}
-        result.points.append(PointYields(name, tuple(p), channels))
+        up, down = xsec.relative_uncertainty(mass)
+        theory = (up, down) if up or down else None
+        result.points.append(PointYields(name, tuple(p), channels, theory))
     return result
 
 

@@ -24,15 +24,23 @@ class ChannelYields:
 
 @dataclass(frozen=True)
 class PointYields:
-    """One theory point: its name, grid coordinates and the yields per workspace channel."""
+    """One theory point: its name, grid coordinates and the yields per workspace channel.
+
+    ``theory``: the point's own relative signal-normalisation uncertainty (up, down), e.g. from
+    the cross-section table; used when ``signal.options.theory_uncertainty`` is ``per_point``.
+    """
 
     name: str
     values: tuple[float, ...]
     channels: dict[str, ChannelYields] = field(default_factory=dict)
+    theory: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "values": list(self.values),
             "channels": {ch: cy.to_dict() for ch, cy in self.channels.items()},
         }
+        if self.theory is not None:
+            out["theory"] = list(self.theory)
+        return out

@@ -75,7 +75,18 @@ def parse_point(file: str, raw: Any, where: str) -> PointYields:
         if st is not None and len(st) != len(ys):
             raise InputError(file, f"{key}.stat", f"has {len(st)} entries but yields has {len(ys)}")
         out[str(ch)] = ChannelYields(ys, st)
-    return PointYields(name, values, out)
+    return PointYields(name, values, out, _theory(file, f"{where}.theory", raw.get("theory")))
+
+
+def _theory(file: str, key: str, raw: Any) -> tuple[float, float] | None:
+    """``theory: u`` or ``[up, down]``: relative uncertainties, up >= 0 and 0 <= down < 1."""
+    if raw is None:
+        return None
+    pair = (float(raw), float(raw)) if isinstance(raw, int | float) else _numbers(file, key, raw)
+    if len(pair) != 2 or not (pair[0] >= 0 and 0 <= pair[1] < 1):
+        expected = "a relative uncertainty u or [up, down] with up >= 0 and 0 <= down < 1"
+        raise InputError(file, key, f"expected {expected}, got {raw!r}")
+    return pair[0], pair[1]
 
 
 def read_yields_file(path: Path) -> tuple[list[str] | None, list[PointYields]]:
