@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recastfit.errors import InputError
+from recastfit.fileio import write_json_atomic
 from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
 __all__ = ["ResultStore", "StoredPoint"]
@@ -188,11 +189,7 @@ class ResultStore:
             "settings": asdict(settings),
             "points": points,
         }
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(out)
+        write_json_atomic(path, doc)
         return doc
 
     def _lookup(self, patches: list[str], settings: str, bkg: str | None) -> dict[str, HypotestResult]:

@@ -8,12 +8,10 @@ with ``--resource FILE``), a local archive, a local folder or a ``file://`` URL.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from recastfit.fileio import write_json_atomic
 from recastfit.hepdata import FetchOptions, discover, fetch_pallet, read_marker, select
 
 __all__ = ["register", "run", "write_manifest"]
@@ -31,12 +29,7 @@ def write_manifest(path: Path, source: str, folder: Path, analysis: str | None) 
         "analyses": [a.to_dict() for a in found],
         "selected": selected.to_dict(),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(manifest, fh, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest, indent=2)
     return manifest
 
 

@@ -9,11 +9,12 @@ from recastfit.config import load_config
 
 
 def run(args: argparse.Namespace) -> int:
-    from recastfit.pipeline import read_manifest, signal_patchset, write_json
+    from recastfit.fileio import write_json_atomic
+    from recastfit.pipeline import read_manifest, signal_patchset
 
     cfg = load_config(args.config)
     spec = signal_patchset(cfg, read_manifest(Path(args.manifest)))
-    write_json(Path(args.out), spec)
+    write_json_atomic(Path(args.out), spec)
     if not args.quiet:
         print(f"recastfit patches: {len(spec['patches'])} signal patches -> {args.out}")
     return 0

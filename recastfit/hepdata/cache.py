@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+
+from recastfit.fileio import write_text_atomic
 
 __all__ = ["Cache", "CacheEntry", "default_cache_dir", "sha256_file"]
 
@@ -120,21 +121,9 @@ class Cache:
             "size": size,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _atomic_write_text(self._index_path(key), json.dumps(meta, indent=1))
+        write_text_atomic(self._index_path(key), json.dumps(meta, indent=1))
         return CacheEntry(key, sha256, blob, filename, url, size)
 
     def forget(self, key: str) -> None:
         """Drop the index entry for ``key`` (the blob stays: other keys may share it)."""
         self._index_path(key).unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

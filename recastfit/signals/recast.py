@@ -14,7 +14,6 @@ are passed under their own names.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -25,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from recastfit.errors import InputError, RecastfitError
+from recastfit.fileio import write_json_atomic
 from recastfit.signals.model import PointYields
 from recastfit.signals.yields_file import read_yields_file
 
@@ -181,9 +181,6 @@ def run_point(
             + "\n  ".join(errors)
         )
     point = collect_output(workdir, output, name, list(values.values()), regions=regions, histogram=histogram)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(point.to_dict(), indent=1))
-    tmp.replace(out)
+    write_json_atomic(out, point.to_dict())
     log.info("recast %s: %.1f s, %d channels -> %s", name, time.perf_counter() - t0, len(point.channels), out)
     return point
