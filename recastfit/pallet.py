@@ -14,10 +14,9 @@ from typing import Any
 import pyhf
 
 from recastfit.errors import InputError
+from recastfit.signals.model import numbers_in_name
 
 __all__ = ["load_json", "load_workspace", "load_patchset", "legacy_patchset", "values_from_name"]
-
-_NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:p\d+)?)")
 
 
 def load_json(path: Path) -> Any:
@@ -70,12 +69,12 @@ def values_from_name(name: str, nparams: int, pattern: str | None = None) -> tup
     """
     if pattern:
         match = re.search(pattern, name)
-        groups = match.groups() if match else ()
+        values = tuple(float(g.replace("p", ".")) for g in match.groups()) if match else ()
     else:
-        groups = tuple(_NUMBER.findall(name))
-    if len(groups) != nparams:
-        raise ValueError(f"found {len(groups)} numbers in '{name}', expected {nparams}")
-    return tuple(float(g.replace("p", ".")) for g in groups)
+        values = numbers_in_name(name)
+    if len(values) != nparams:
+        raise ValueError(f"found {len(values)} numbers in '{name}', expected {nparams}")
+    return values
 
 
 def legacy_patchset(

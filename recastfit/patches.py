@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from recastfit.errors import InputError
 from recastfit.results import PatchTask
-from recastfit.signals.model import PointYields
+from recastfit.signals.model import PointYields, invalid_yields
 
 __all__ = ["SignalOptions", "build_patch", "build_patchset", "patchset_tasks", "workspace_poi"]
 
@@ -79,7 +78,7 @@ def _check_yields(point: PointYields, channel: str, nbins: int, source: str) -> 
     if len(cy.yields) != nbins:
         raise InputError(source, where, f"has {len(cy.yields)} bins, the workspace channel has {nbins}")
     for label, arr in (("yields", cy.yields), ("stat", cy.stat or ())):
-        bad = [v for v in arr if not math.isfinite(v) or v < 0]
+        bad = invalid_yields(arr)
         if bad:
             raise InputError(source, f"{where}, {label}", f"expected finite values >= 0, got {bad}")
     if cy.stat is not None and len(cy.stat) != nbins:

@@ -264,8 +264,21 @@ def _summary(fits: dict) -> dict:
     }
 
 
+_WORKSPACES: dict[int, tuple[dict, pyhf.Workspace]] = {}
+
+
+def _workspace(bkg_spec: dict) -> pyhf.Workspace:
+    """The validated workspace of ``bkg_spec``, built once per spec object (workers keep theirs)."""
+    hit = _WORKSPACES.get(id(bkg_spec))
+    if hit is None or hit[0] is not bkg_spec:
+        if len(_WORKSPACES) >= 4:
+            _WORKSPACES.clear()
+        hit = _WORKSPACES[id(bkg_spec)] = (bkg_spec, pyhf.Workspace(bkg_spec))
+    return hit[1]
+
+
 def hypotest_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
     """Run :func:`hypotest_one` for each task against one background workspace."""
     pyhf.set_backend("numpy", "scipy")
-    workspace = pyhf.Workspace(bkg_spec)
+    workspace = _workspace(bkg_spec)
     return [hypotest_one(workspace, task, settings) for task in tasks]

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChannelYields", "PointYields"]
+__all__ = ["ChannelYields", "PointYields", "invalid_yields", "numbers_in_name"]
+
+
+_NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:[.p]\d+)?)")
+
+
+def numbers_in_name(name: str) -> tuple[float, ...]:
+    """The numbers written in a point name, ``p`` read as a decimal point.
+
+    >>> numbers_in_name("ERJR_100p5_20p0")
+    (100.5, 20.0)
+    """
+    return tuple(float(v.replace("p", ".")) for v in _NUMBER.findall(name))
+
+
+def invalid_yields(values) -> list[float]:
+    """The entries of ``values`` that are not finite numbers >= 0 (a yield or its uncertainty)."""
+    return [float(v) for v in values if not math.isfinite(v) or v < 0]
 
 
 @dataclass(frozen=True)

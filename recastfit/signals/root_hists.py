@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from recastfit.errors import InputError
-from recastfit.signals.model import ChannelYields, PointYields
+from recastfit.signals.model import ChannelYields, PointYields, invalid_yields, numbers_in_name
 
 __all__ = [
     "read_root_point",
@@ -33,8 +33,6 @@ __all__ = [
     "values_from_name",
 ]
 
-_NUMBER = re.compile(r"(?<![A-Za-z])(\d+(?:[.p]\d+)?)")
-
 
 def values_from_name(name: str, n: int, *, source: str = "root") -> tuple[float, ...]:
     """Grid values read from a point name: its numbers in order (``100p5`` reads as 100.5).
@@ -42,12 +40,11 @@ def values_from_name(name: str, n: int, *, source: str = "root") -> tuple[float,
     >>> values_from_name("stau_280_120", 2)
     (280.0, 120.0)
     """
-    found = [float(s.replace("p", ".")) for s in _NUMBER.findall(name)]
+    found = numbers_in_name(name)
     if len(found) != n:
-        raise InputError(
-            source, f"point '{name}'", f"expected {n} numbers in the name for the grid values, found {found}"
-        )
-    return tuple(found)
+        msg = f"expected {n} numbers in the name for the grid values, found {list(found)}"
+        raise InputError(source, f"point '{name}'", msg)
+    return found
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -85,7 +82,7 @@ def _channel(path: Path, key: str, hist: object, point: str) -> ChannelYields:
     stat = None
     if sumw2 is not None and len(sumw2) > 0:
         stat = tuple(float(v) for v in np.asarray(hist.errors(flow=False), dtype=float))
-    bad = [float(v) for v in values if not np.isfinite(v) or v < 0]
+    bad = invalid_yields(values)
     if bad:
         raise InputError(str(path), key, f"point '{point}': expected finite yields >= 0, got {bad}")
     return ChannelYields(tuple(float(v) for v in values), stat)

@@ -8,14 +8,13 @@ yields. A single-point file (``{name, values, channels}``, as written per point 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from recastfit.errors import InputError
-from recastfit.signals.model import ChannelYields, PointYields
+from recastfit.signals.model import ChannelYields, PointYields, invalid_yields
 
 __all__ = ["read_yields_file", "write_yields_file", "parse_point", "load_structured"]
 
@@ -68,7 +67,7 @@ def parse_point(file: str, raw: Any, where: str) -> PointYields:
         else:
             ys, st = _numbers(file, key, entry), None
         for label, arr in (("yields", ys), ("stat", st or ())):
-            bad = [v for v in arr if not math.isfinite(v) or v < 0]
+            bad = invalid_yields(arr)
             if bad:
                 msg = f"point '{name}': expected finite values >= 0, got {bad}"
                 raise InputError(file, f"{key}.{label}", msg)
