@@ -30,6 +30,7 @@ __all__ = [
     "safe_extract",
     "extract_to",
     "replace_dir",
+    "staged_dir",
     "DEFAULT_MAX_UNPACKED_BYTES",
     "DEFAULT_MAX_MEMBERS",
 ]
@@ -237,17 +238,24 @@ def extract_to(
     ``marker`` = (file name, text) is written into the folder before the swap.
     """
     dest = Path(dest).absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.extract-"))
-    try:
+    with staged_dir(dest, "extract") as tmp:
         safe_extract(archive, tmp, max_bytes=max_bytes)
         if marker:
             (tmp / marker[0]).write_text(marker[1])
+    return dest
+
+
+@contextmanager
+def staged_dir(dest: Path, kind: str = "stage") -> Iterator[Path]:
+    """Yield a temp folder beside ``dest``; on success it replaces ``dest``, on any error it is removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.{kind}-"))
+    try:
+        yield tmp
         replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return dest
 
 
 def replace_dir(new: Path, dest: Path) -> None:

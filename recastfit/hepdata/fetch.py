@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 from recastfit.errors import FetchError
 from recastfit.hepdata.cache import Cache, CacheEntry, sha256_file
 from recastfit.hepdata.client import Download, HTTPClient, NotAcceptable
-from recastfit.hepdata.extract import archive_format, extract_to, replace_dir
+from recastfit.hepdata.extract import archive_format, extract_to, staged_dir
 from recastfit.hepdata.options import FetchOptions
 from recastfit.hepdata.sources import Source, parse_source
 
@@ -220,15 +219,9 @@ def _copy_folder(source: Source, dest: Path) -> Path:
     if marker and marker.get("fingerprint") == fingerprint and marker.get("source") == source.text:
         return dest
     _check_dest(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.copy-"))
-    try:
+    with staged_dir(dest, "copy") as tmp:
         _copy_tree(src, tmp)
         (tmp / MARKER).write_text(_marker_text(source, None, fingerprint=fingerprint))
-        replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
