@@ -35,8 +35,13 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_init_writes_a_workflow_folder(demo_run) -> None:
     assert (demo_run / "Snakefile").read_text().strip() == 'include: "workflows/Snakefile"'
-    for rel in ("workflows/Snakefile", "workflows/config/config.yaml", "workflows/rules/fit.smk",
-                "workflows/scripts/step.py", "profiles/default/config.yaml"):
+    for rel in (
+        "workflows/Snakefile",
+        "workflows/config/config.yaml",
+        "workflows/rules/fit.smk",
+        "workflows/scripts/step.py",
+        "profiles/default/config.yaml",
+    ):
         assert (demo_run / rel).is_file(), rel
 
 
