@@ -367,12 +367,12 @@ def run_point(
     name = check_name(name, file=source, key="point")
     vals = check_values(values, file=source, key="values")
     spec_dir = Path(spec_dir)
-    if not isinstance(workflow, str) or not (spec_dir / workflow).is_file():
-        raise InputError(str(spec_dir / str(workflow)), None, "yadage workflow spec not found")
-    if not inside(spec_dir / workflow, spec_dir):
+    if not isinstance(workflow, str) or not inside(spec_dir / workflow, spec_dir):
         raise InputError(
-            str(spec_dir / workflow), None, f"the workflow must lie inside the spec folder {spec_dir}"
+            str(spec_dir / str(workflow)), None, f"the workflow must lie inside the spec folder {spec_dir}"
         )
+    if not (spec_dir / workflow).is_file():
+        raise InputError(str(spec_dir / workflow), None, "yadage workflow spec not found")
     timeout = float(timeout) if timeout is not None else limit("recast_timeout_s")
     if not (math.isfinite(timeout) and timeout > 0):
         raise InputError(source, "timeout", f"expected a positive number of seconds, got {timeout!r}")
