@@ -161,7 +161,11 @@ def _foreign_workdir(tmp: Path) -> Callable[[], object]:
 
 
 def _failing_step(tmp: Path) -> Callable[[], object]:
-    # m_LSP above m_parent: the demo analysis exits 2, yadage-run fails
+    # m_LSP above m_parent: the demo analysis exits 2, yadage-run fails; the log left from an earlier
+    # run is a hard link to a file outside (a link that no path check can see): it is replaced, not written
+    recast = tmp / "results" / "demo" / "recast"
+    recast.mkdir(parents=True)
+    os.link(tmp / "outside" / "marker.txt", recast / "bad_point.log")
     return _recast(tmp, "bad_point", "--timeout", "60", values=("m_parent=300", "m_LSP=400"))
 
 

@@ -155,10 +155,11 @@ def _template_fields(template: str, known: Sequence[str], *, file: str, key: str
         if field is None:
             continue
         if field not in known or spec or conversion:
+            problem = f"an unknown field {{{field}}}" if field not in known else "a format spec or conversion"
             raise InputError(
                 file,
                 key,
-                f"template {template!r} uses an unknown field {{{field}}}; "
+                f"template {template!r} uses {problem}; "
                 f"expected plain {{name}} references to {sorted(known)}",
             )
 
@@ -313,7 +314,8 @@ def prepare_workdir(workdir: Path, root: Path) -> Path:
 
 def _run(cmd: list[str], logfile: Path, cwd: Path, timeout: float, name: str) -> int:
     """Run ``cmd`` in its own process group, output to ``logfile``; kill the whole group on timeout."""
-    with logfile.open("w") as fh:
+    logfile.unlink(missing_ok=True)  # a new file: never write through a hard link to someone else's
+    with logfile.open("x") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         try:
@@ -386,8 +388,8 @@ def run_point(
     ensure_inside(workdir, root, what="recast work dir")
     logfile = workdir.with_name(workdir.name + ".log")
     ensure_inside(logfile, root, what="recast log")
-    if logfile.is_symlink():
-        raise RecastError(f"{logfile}: the recast log is a link; refusing to write through it")
+    if logfile.is_symlink() or (logfile.exists() and not logfile.is_file()):
+        raise RecastError(f"{logfile}: the recast log is a link or not a file; refusing to write through it")
     check_input_value(os.path.realpath(workdir), file=source, key="workdir")
     point_file = Path(os.path.realpath(workdir)) / "_recastfit" / "point.json"
     params = yadage_inputs(name, vals, inputs, python=python, params=point_file, source=source)
