@@ -42,6 +42,9 @@ LIMITS: dict[str, Limit] = {
         1024, "RECASTFIT_MIN_DOWNLOAD_RATE", "bytes/s averaged over 30 s below which a download stops"
     ),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
+    "recast_timeout_s": Limit(
+        86400, "RECASTFIT_RECAST_TIMEOUT", "seconds for one yadage-run (one recast point), unless set"
+    ),
 }
 
 
