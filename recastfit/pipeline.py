@@ -295,7 +295,7 @@ def recast_step(cfg: Config, point: str, workdir: Path, out: Path) -> str:
         raise ConfigError(cfg.file, "signal.points", f"a point named '{point}'", sorted(points)[:5])
     settings = recast_settings(cfg.signal, config_file=cfg.file, base_dir=Path.cwd())
     values = dict(zip(cfg.parameters, points[point], strict=True))
-    res = run_point(name=point, values=values, out=out, workdir=workdir, **settings)
+    res = run_point(name=point, values=values, out=out, workdir=workdir, **{**settings, "source": cfg.file})
     return f"{cfg.analysis}: recast {res.name}: {len(res.channels)} channels -> {out}"
 
 

@@ -9,6 +9,7 @@ if DEMO:
             pallet=directory(f"{DEMO[0]}/pallet"),
             yields=f"{DEMO[0]}/signal_yields.json",
             grid=f"{DEMO[0]}/grid.json",
+            points=f"{DEMO[0]}/points.json",
         params:
             folder=lambda wc, output: str(Path(output.grid).parent),
             config_name=CONFIG_NAME,
