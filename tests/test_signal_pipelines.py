@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recastfit import demo
 from recastfit.cli.init import init_workflow
 from tests.stau import reference
 
