@@ -132,7 +132,8 @@ def run_step(smk: Any) -> None:
             run = parse_run(dict(smk.config), name, base_dir=Path.cwd())
             message = pipeline.overlay_step(run, [Path(p) for p in smk.input], Path(smk.output[0]))
         else:
-            cfg = job_config(smk.config, name, smk.wildcards.get("analysis"))
+            analysis = smk.wildcards.get("analysis") or getattr(smk.params, "analysis", None)
+            cfg = job_config(smk.config, name, analysis)
             message = _dispatch(smk.rule, smk, cfg, quiet)
     except RecastfitError as exc:
         _log(log, f"recastfit {smk.rule}: error: {exc}")
