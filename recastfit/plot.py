@@ -101,7 +101,10 @@ def _style_context(style: str | None) -> Any:
     import matplotlib.style
 
     if style.lower() in ("atlas", "cms", "lhcb", "alice"):
-        import mplhep
+        try:
+            import mplhep
+        except ImportError:
+            raise ValueError(f"style {style!r} needs mplhep: pip install 'recastfit[style]'") from None
 
         return matplotlib.style.context(getattr(mplhep.style, style.upper()))
     try:
