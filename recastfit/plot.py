@@ -115,6 +115,11 @@ def _style_context(style: str | None) -> Any:
         ) from None
 
 
+def _figsize(style: str | None) -> tuple[float, float]:
+    """mplhep's styles are made for 10-inch figures (large fonts): give them more room."""
+    return (9.0, 7.2) if style and style.lower() in ("atlas", "cms", "lhcb", "alice") else (7.0, 5.6)
+
+
 def _band(ax: Any, cs: Any, lo: str, hi: str, color: str, label: str) -> bool:
     """Fill where one expected variation excludes and the other does not; True when drawn."""
     a, b = cs.fields.get(lo), cs.fields.get(hi)
@@ -239,7 +244,7 @@ def plot_contours(
     params, units = list(cs.parameters) + ["x", "y"], list(cs.units or []) + ["", ""]
     labels = list(cs.labels or []) + params[len(cs.labels or []) :]
     with _style_context(style):
-        fig = Figure(figsize=(7.0, 5.6))
+        fig = Figure(figsize=_figsize(style))
         ax = fig.add_subplot()
         if show_band2:
             _band(
@@ -296,7 +301,7 @@ def plot_contours(
         ax.set_ylabel(ylabel or axis_label(labels[1], params[1], units[1]))
         text = title if title is not None else cs.analysis
         if text:
-            ax.set_title(text, fontsize=11)
+            ax.set_title(text, fontsize=12)
         legend = ax.legend(
             loc="upper left",
             fontsize=9,
@@ -365,7 +370,7 @@ def draw_overlay(
         else (lambda k, d=None: d)
     )
     with _style_context(get("style")):
-        fig = Figure(figsize=(7.0, 5.6))
+        fig = Figure(figsize=_figsize(get("style")))
         ax = fig.add_subplot()
         allpts = []
         for i, d in enumerate(docs):
@@ -390,7 +395,7 @@ def draw_overlay(
         ax.set_xlabel(axis_label(axlabels[0], params[0], units[0]))
         ax.set_ylabel(axis_label(axlabels[1], params[1], units[1]))
         if get("title"):
-            ax.set_title(get("title"), fontsize=11)
+            ax.set_title(get("title"), fontsize=12)
         level = docs[0].get("level", 0.05)
         legend = ax.legend(
             loc="upper left",
