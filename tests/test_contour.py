@@ -366,3 +366,35 @@ def test_cli_out_dir_with_options(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert main(["contour", str(path), "--out-dir", str(out), "--sqrts", "13"]) == 2
     assert "command line: key 'contour.sqrts': expected an energy like '13 TeV'" in capsys.readouterr().err
+
+
+def test_cli_manifest_record_and_overlay(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, two_islands)))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"source": "10.17182/hepdata.90607.v3/r3", "selected": {}}))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    base = ["--quiet", "contour", str(path), "--mirror", "none", "--method", "linear", "--resolution", "100"]
+    assert main([*base, "--json", str(a), "--manifest", str(manifest)]) == 0
+    assert json.loads(a.read_text())["hepdata_record"] == 90607
+    assert main([*base, "--json", str(b), "--level", "0.01", "--hepdata-record", "ins1755298"]) == 0
+    d = json.loads(b.read_text())
+    assert d["hepdata_record"] == "ins1755298" and d["level"] == 0.01
+    png = tmp_path / "overlay.png"
+    argv = [
+        "--quiet",
+        "contour",
+        "--overlay",
+        str(a),
+        str(b),
+        "--png",
+        str(png),
+        "--labels",
+        "CLs 0.05",
+        "CLs 0.01",
+    ]
+    assert main(argv) == 0 and png.stat().st_size > 10_000
+    assert main(["contour", "--overlay", str(a), str(b), "--png", str(png), "--labels", "one"]) == 2
+    assert "--labels: 1 labels for 2 files" in capsys.readouterr().err
+    assert main(["contour", str(a), str(b), "--json", str(tmp_path / "x.json")]) == 2
+    assert "several need --overlay" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-__all__ = ["register", "run", "options_from_args"]
+__all__ = ["register", "run", "options_from_args", "record_from_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "contour.json, contour.yaml, contour.png, contour.pdf and the HEPData submission folder hepdata/ "
         "there; otherwise only the files named by --json/--yaml/--png/--pdf/--hepdata.",
     )
-    p.add_argument("results", type=Path, metavar="RESULTS_JSON", help="results.json of one analysis")
+    p.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="results.json of one analysis (with --overlay: two or more contour.json files)",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="draw the observed and expected lines of several contour.json files on one figure (--png/--pdf)",
+    )
+    p.add_argument("--labels", nargs="+", metavar="TEXT", help="legend text per file with --overlay")
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="write every output into DIR")
     p.add_argument("--config", type=Path, metavar="CONFIG", help="take the options from its contour: section")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="contour.json to write")
@@ -54,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--hepdata-record",
         metavar="ID",
         help="HEPData record of the reinterpreted likelihoods (ins<INSPIRE id>, a recid or a HEPData DOI)",
+    )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the fetch step's manifest: its source gives the HEPData record (unless --hepdata-record)",
     )
     p.add_argument(
         "--reference",
@@ -105,6 +123,34 @@ def options_from_args(args: argparse.Namespace):  # -> ContourOptions
     return opts
 
 
+def record_from_manifest(path: Path) -> str | int | None:
+    """The HEPData record named by a fetch manifest's ``source`` (None for a local pallet)."""
+    from recastfit.errors import InputError
+    from recastfit.fileio import load_json_file
+    from recastfit.submission import hepdata_reference
+
+    manifest = load_json_file(path, what="manifest")
+    if not isinstance(manifest, dict):
+        raise InputError(str(path), None, "expected the fetch step's manifest (a JSON object)")
+    return hepdata_reference(manifest.get("source"))
+
+
+def _overlay(args: argparse.Namespace, opts) -> int:
+    from recastfit.errors import InputError
+    from recastfit.plot import draw_overlay
+
+    if not args.png:
+        raise InputError(str(args.results[0]), None, "--overlay needs --png (and optionally --pdf)")
+    if args.labels is not None and len(args.labels) != len(args.results):
+        raise InputError(
+            str(args.results[0]), None, f"--labels: {len(args.labels)} labels for {len(args.results)} files"
+        )
+    draw_overlay(args.results, args.labels, args.png, opts, pdf=args.pdf)
+    if not args.quiet:
+        print(f"recastfit contour: wrote {args.png} ({len(args.results)} analyses)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from recastfit.contour import (
         contours_from_results,
@@ -116,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
     from recastfit.errors import InputError
 
     opts = options_from_args(args)
+    if args.overlay:
+        return _overlay(args, opts)
+    if len(args.results) != 1:
+        raise InputError(str(args.results[1]), None, "one RESULTS_JSON only (several need --overlay)")
+    args.results = args.results[0]
+    if args.hepdata_record is None and args.manifest:
+        args.hepdata_record = record_from_manifest(args.manifest)
     if args.out_dir:
         out = draw_contour_files(args.results, args.out_dir, opts, hepdata_record=args.hepdata_record)
         if not args.quiet:
