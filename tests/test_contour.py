@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import contourpy
 import numpy as np
@@ -242,7 +243,6 @@ FULL_SECTION = {
 
 def test_contour_options_from_dict_and_schema():
     from dataclasses import fields
-    from pathlib import Path
 
     import jsonschema
     import yaml
@@ -398,3 +398,29 @@ def test_cli_manifest_record_and_overlay(tmp_path, capsys):
     assert "--labels: 1 labels for 2 files" in capsys.readouterr().err
     assert main(["contour", str(a), str(b), "--json", str(tmp_path / "x.json")]) == 2
     assert "several need --overlay" in capsys.readouterr().err
+
+
+def test_cli_options_from_config_then_flags(tmp_path):
+    """--config takes the contour: section of a workflow config; command-line flags win."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "workflows" / "config" / "config.yaml").read_text())
+    cfg["contour"] = {"mirror": "none", "title": "from the config", "reference": None}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, ellipse)))
+    from recastfit.cli import build_parser
+    from recastfit.cli.contour import options_from_args
+
+    args = build_parser().parse_args(
+        ["contour", str(path), "--config", str(tmp_path / "cfg.yaml"), "--sqrts", "13 TeV", "--no-band2"]
+    )
+    opts = options_from_args(args)
+    assert (opts.mirror, opts.title, opts.sqrts, opts.band2) == ("none", "from the config", "13 TeV", False)
+    cfg["contour"] = {"mirror": "sometimes"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    args = build_parser().parse_args(["contour", str(path), "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: key 'contour\.mirror': expected one of auto, diagonal, none"
+    ):
+        options_from_args(args)
