@@ -135,12 +135,18 @@ def interpolate_fields(
     zz = z[:, None] if z.ndim == 1 else z
     if len(points) < 3:
         raise ValueError(f"need at least 3 usable points to interpolate, got {len(points)}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("grid coordinates must be finite numbers")
     lo, hi = points.min(axis=0), points.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
+    with np.errstate(over="ignore"):
+        span = np.where(hi > lo, hi - lo, 1.0)
+    if not np.all(np.isfinite(span)):
+        raise ValueError(f"grid coordinates span too wide a range to interpolate ({lo} to {hi})")
     try:
         hull = Delaunay((points - lo) / span)
     except QhullError as exc:
-        raise ValueError(f"the points do not span a 2D region (all on a line?): {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "Qhull error"
+        raise ValueError(f"the points do not span a 2D region (all on a line?): {first}") from None
     src, val = _mirror(points, zz) if mirror else (points, zz)
     src = (src - lo) / span
     gx, gy = np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
@@ -203,7 +209,8 @@ def load_results(results: Mapping[str, Any] | str | Path) -> tuple[dict, str]:
         return dict(results), "<results>"
     path = Path(results)
     if not path.is_file():
-        raise InputError(str(path), None, "results file not found")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(str(path), None, f"results file {what}")
     data = load_json_file(path, what="results file")
     if not isinstance(data, dict):
         raise InputError(str(path), None, f"expected a JSON object, got {type(data).__name__}")
@@ -225,12 +232,23 @@ def results_arrays(results: Mapping[str, Any], source: str = "<results>") -> dic
         v = p.get("values") if isinstance(p, dict) else None
         if not isinstance(v, list | tuple) or len(v) != 2:
             raise InputError(source, f"points[{i}].values", f"expected 2 grid coordinates, got {v!r}")
-        values[i] = [float(t) for t in v]
+        try:
+            values[i] = [float(t) for t in v]
+        except (TypeError, ValueError):
+            raise InputError(source, f"points[{i}].values", f"expected 2 numbers, got {v!r}") from None
+        if not np.all(np.isfinite(values[i])):
+            raise InputError(source, f"points[{i}].values", f"expected finite numbers, got {v!r}")
         ce = p.get("cls_exp")
-        if p.get("status", "ok") != "ok" or p.get("cls_obs") is None or ce is None or len(ce) != 5:
+        if p.get("status", "ok") != "ok" or p.get("cls_obs") is None or ce is None:
             failed[i] = True
             continue
-        obs[i], exp[i] = float(p["cls_obs"]), [float(c) for c in ce]
+        if not isinstance(ce, list | tuple) or len(ce) != 5:
+            raise InputError(source, f"points[{i}].cls_exp", f"expected 5 expected CLs values, got {ce!r}")
+        try:
+            obs[i], exp[i] = float(p["cls_obs"]), [float(c) for c in ce]
+        except (TypeError, ValueError):
+            got = {"cls_obs": p["cls_obs"], "cls_exp": ce}
+            raise InputError(source, f"points[{i}]", f"expected numeric CLs values, got {got!r}") from None
         if not (np.isfinite(obs[i]) and np.all(np.isfinite(exp[i]))):
             failed[i] = True
     obs[failed], exp[failed] = np.nan, np.nan
@@ -381,7 +399,8 @@ def read_contour_lines(path: str | Path, kind: str = "observed") -> list[np.ndar
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(str(path), None, "reference contour file not found")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(str(path), None, f"reference contour file {what}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
