@@ -236,6 +236,11 @@ def plot_contours(
     from matplotlib.figure import Figure
     from scipy.stats import norm
 
+    if not isinstance(arrays, Mapping) or "failed" not in arrays:
+        raise TypeError(
+            "plot_contours takes the arrays of recastfit.contour.results_arrays; "
+            "for a results.json (path or dict) use recastfit.contour.figure_from_results"
+        )
     failed = np.asarray(arrays["failed"], dtype=bool)
     ok = ~failed
     pts = np.asarray(arrays["values"], dtype=float)
