@@ -129,6 +129,12 @@ class Config:
     def name_pattern(self) -> str | None:
         return self.grid.name_pattern
 
+    def contour_options(self) -> Any:
+        """The typed contour/figure/HEPData options (:class:`recastfit.contour.ContourOptions`)."""
+        from recastfit.contour import ContourOptions
+
+        return ContourOptions.from_dict(self.contour, file=self.file)
+
     def backend_config(self) -> Any:
         """The typed back-end configuration (:class:`recastfit.backends.BackendConfig`)."""
         from recastfit.backends import BackendConfig
@@ -299,6 +305,7 @@ def parse_config(data: Any, file: str = "config.yaml") -> Config:
         raw=data,
     )
     cfg.backend_config()  # the back end's own checks (what the schema cannot say), naming the file
+    cfg.contour_options()
     return cfg
 
 

@@ -377,16 +377,9 @@ def contours_from_results(
 
 def _yaml_documents(text: str, source: str) -> list[Any]:
     """All documents of a YAML stream, with :mod:`recastfit.fileio`'s alias-free safe loader."""
-    import yaml
+    from recastfit.fileio import load_yaml_documents
 
-    from recastfit.fileio import _NoAliasLoader
-
-    try:
-        return list(yaml.load_all(text, Loader=_NoAliasLoader))  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise InputError(source, None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    except RecursionError:
-        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+    return load_yaml_documents(text, source)
 
 
 def read_contour_lines(path: str | Path, kind: str = "observed") -> list[np.ndarray]:

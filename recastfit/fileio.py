@@ -28,6 +28,7 @@ __all__ = [
     "load_yaml_file",
     "load_yaml_text",
     "inside",
+    "load_yaml_documents",
     "ensure_inside",
 ]
 
@@ -40,6 +41,7 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,6 +100,23 @@ def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
     """
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(source, None, f"not valid YAML: {problem}{where}") from None
+    except RecursionError:
+        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+
+
+def load_yaml_documents(text: str, source: str = "<yaml>") -> list[Any]:
+    """Every document of a multi-document YAML ``text``, parsed like :func:`load_yaml_text`.
+
+    >>> load_yaml_documents("a: 1\\n---\\nb: 2")
+    [{'a': 1}, {'b': 2}]
+    """
+    try:
+        return list(yaml.load_all(text, Loader=_NoAliasLoader))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

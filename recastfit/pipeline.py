@@ -276,26 +276,17 @@ def run_fit_step(
 
 
 # -- contour -----------------------------------------------------------------------------------------
-def contour_step(cfg: Config, results: Path, outputs: dict[str, Path]) -> str:
-    """Lines (JSON + HEPData-style YAML) and the figure from ``results.json``."""
-    from recastfit.contour import contours_from_results, load_results
-    from recastfit.plot import plot_contours
+def contour_step(cfg: Config, results: Path, manifest: Path | None, out_dir: Path) -> str:
+    """Lines (contour.json, HEPData YAML), figures and the HEPData submission folder from results.json."""
+    from recastfit.contour import draw_contour_files
+    from recastfit.submission import hepdata_reference
 
-    opts = cfg.contour
-    data, _ = load_results(results)
-    cs = contours_from_results(data, mirror=opts.get("mirror", "auto"), level=0.05)
-    cs.to_json(outputs["json"])
-    cs.to_yaml(outputs["yaml"])
-    plot_contours(
-        data,
-        cs,
-        png=outputs["png"],
-        pdf=outputs["pdf"],
-        reference=opts.get("reference"),
-        title=opts.get("title") or cfg.analysis,
-    )
-    counts = ", ".join(f"{k}: {len(v)}" for k, v in cs.lines.items())
-    return f"{cfg.analysis}: contour lines per kind: {counts}"
+    record = None
+    if manifest is not None and Path(manifest).is_file():
+        record = hepdata_reference(read_manifest(Path(manifest)).get("source"))
+    written = draw_contour_files(results, out_dir, cfg.contour_options(), hepdata_record=record)
+    lines = written.get("lines") if isinstance(written, dict) else None
+    return f"{cfg.analysis}: contour written to {out_dir} (lines per kind: {lines})"
 
 
 # -- recast ------------------------------------------------------------------------------------------
@@ -318,38 +309,10 @@ def recast_step(cfg: Config, point: str, workdir: Path, out: Path) -> str:
 # -- overlay -----------------------------------------------------------------------------------------
 def overlay_step(run: Any, contours: Sequence[Path], out: Path) -> str:
     """Observed (solid) and expected (dashed) lines of several analyses on one figure."""
-    import matplotlib
+    from recastfit.contour import ContourOptions
+    from recastfit.plot import draw_overlay
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from recastfit.contour import read_contour_lines
-    from recastfit.plot import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    labels = []
-    for i, (cfg, path) in enumerate(zip(run.configs, contours, strict=True)):
-        color = colors[i % len(colors)]
-        for j, seg in enumerate(read_contour_lines(path, "observed")):
-            ax.plot(
-                seg[:, 0], seg[:, 1], color=color, lw=2, label=f"{cfg.analysis} (obs.)" if j == 0 else None
-            )
-        if run.overlay.get("expected", True):
-            for j, seg in enumerate(read_contour_lines(path, "expected")):
-                ax.plot(
-                    seg[:, 0],
-                    seg[:, 1],
-                    color=color,
-                    ls="--",
-                    label=f"{cfg.analysis} (exp.)" if j == 0 else None,
-                )
-        labels.append(cfg.analysis)
-    first = run.configs[0]
-    ax.set_xlabel(first.labels[0])
-    ax.set_ylabel(first.labels[1] if len(first.labels) > 1 else "")
-    ax.set_title(run.overlay.get("title") or " + ".join(labels))
-    ax.legend(fontsize=8)
-    save_figure(fig, png=out)
-    plt.close(fig)
+    labels = [c.analysis for c in run.configs]
+    title = run.overlay.get("title") or " + ".join(labels)
+    draw_overlay(list(contours), labels, out, ContourOptions(title=title))
     return f"overlay of {', '.join(labels)} -> {out}"

@@ -117,7 +117,7 @@ def _dispatch(rule: str, smk: Any, cfg: Config, quiet: bool) -> str:
             cfg, inp["manifest"], inp["patchset"], [Path(p) for p in smk.input.parts], Path(smk.output[0])
         )
     if rule == "draw_contour":
-        return pipeline.contour_step(cfg, inp["results"], out)
+        return pipeline.contour_step(cfg, inp["results"], inp.get("manifest"), Path(smk.output.json).parent)
     raise RecastfitError(f"no recastfit step for rule '{rule}'")
 
 

@@ -104,3 +104,14 @@ def test_bad_config_stops_snakemake_before_any_rule(tmp_path) -> None:
     assert proc.returncode != 0
     assert "bad.yaml: key 'fit.engine': expected one of pyhf, fast, got 'minuit'" in proc.stderr
     assert not (tmp_path / "demo").exists() and not (tmp_path / "results" / "demo" / "pallet.json").exists()
+
+
+def test_workflow_hepdata_submission_is_valid(demo_run) -> None:
+    """The workflow's own HEPData output (results/demo/hepdata/) passes hepdata-validator."""
+    from hepdata_validator.full_submission_validator import FullSubmissionValidator
+
+    folder = demo_run / "results" / "demo" / "hepdata"
+    validator = FullSubmissionValidator()
+    assert validator.validate(directory=str(folder)), validator.get_messages()
+    names = {p.name for p in folder.iterdir()}
+    assert "submission.yaml" in names and "cls_grid.yaml" in names and len(names) >= 7, names

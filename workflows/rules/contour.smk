@@ -5,11 +5,13 @@ rule draw_contour:
     """Interpolate CLs over the grid; write contour.json/.yaml and contour.png/.pdf."""
     input:
         results=f"{A}/results.json",
+        manifest=f"{A}/pallet.json",
     output:
         json=f"{A}/contour.json",
         yaml=f"{A}/contour.yaml",
         png=report(f"{A}/contour.png", caption="../report/contour.rst", category="Contours"),
         pdf=f"{A}/contour.pdf",
+        hepdata=directory(f"{A}/hepdata"),
     params:
         config_name=CONFIG_NAME,
         contour=section("contour"),
