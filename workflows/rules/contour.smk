@@ -11,7 +11,7 @@ rule draw_contour:
         yaml=f"{A}/contour.yaml",
         png=report(f"{A}/contour.png", caption="../report/contour.rst", category="Contours"),
         pdf=f"{A}/contour.pdf",
-        hepdata=directory(f"{A}/hepdata"),
+        submission=f"{A}/hepdata/submission.yaml",
     params:
         config_name=CONFIG_NAME,
         contour=section("contour"),
