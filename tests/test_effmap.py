@@ -124,21 +124,30 @@ def toy(tmp_path):
     return tmp_path, bkg
 
 
-def test_grid_is_the_intersection_and_the_rest_is_reported(toy) -> None:
+def test_grid_is_the_union_with_zero_outside_a_maps_hull(toy) -> None:
     folder, bkg = toy
-    sec = {"type": "effmap", "path": str(folder), "xsec": "xs.yaml", "on_xsec_range": "skip"}
+    _write_map(folder / "B" / "TX.txt", [(a, b, 0.02) for a in (100.0, 200.0) for b in (0.0, 100.0, 200.0)])
+    (folder / "xs.yaml").write_text("100: 1.0\n300: 0.1\n")
+    sec = {"type": "effmap", "path": str(folder), "xsec": "xs.yaml"}
     found = load_signal_points(sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg)
-    skipped = dict(found.skipped)
-    assert skipped["TX_300_100"] == "not in the efficiency map(s) of ['B']"
-    assert "outside the table [100, 250]" in skipped["TX_300_0"]
+    assert found.skipped == []
     assert sorted(p.values for p in found.points) == [
-        (m1, m2) for m1 in (100.0, 200.0) for m2 in (0.0, 100.0, 200.0)
+        (m1, m2) for m1 in (100.0, 200.0, 300.0) for m2 in (0.0, 100.0, 200.0)
     ]
-    p = next(p for p in found.points if p.values == (200.0, 100.0))
-    sigma = CrossSectionTable((100.0, 250.0), (1.0, 0.1))(200.0)
-    assert p.channels["SRA"].yields[0] == pytest.approx(sigma * 100e3 * (0.01 + 0.02 + 0.001), rel=1e-12)
-    assert p.channels["SRB"].yields[0] == pytest.approx(sigma * 100e3 * 0.02, rel=1e-12)
-    assert set(p.channels) == {"SRA", "SRB"} and p.channels["SRA"].stat is None
+    assert found.outside_hull == 3  # B has no entry at m1 = 300: efficiency 0 there, not a skip
+    sigma = CrossSectionTable((100.0, 300.0), (1.0, 0.1))
+    for p in found.points:
+        assert p.channels["SRA"].yields[0] == pytest.approx(
+            sigma(p.values[0]) * 100e3 * (0.01 + p.values[0] * 1e-4 + p.values[1] * 1e-5), rel=1e-12
+        )
+        expected_b = sigma(p.values[0]) * 100e3 * 0.02 if p.values[0] < 300 else 1e-6
+        assert p.channels["SRB"].yields[0] == pytest.approx(expected_b, rel=1e-12)
+        assert set(p.channels) == {"SRA", "SRB"} and p.channels["SRA"].stat is None
+    sec["on_xsec_range"] = "skip"
+    (folder / "xs.yaml").write_text("100: 1.0\n250: 0.1\n")
+    found = load_signal_points(sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg)
+    assert [n for n, _ in found.skipped] == ["TX_300_0", "TX_300_100", "TX_300_200"]
+    assert "outside the table [100, 250]" in found.skipped[0][1]
 
 
 def test_requested_points_interpolate_inside_and_skip_outside(toy) -> None:
@@ -162,7 +171,8 @@ def test_floor_and_window(toy) -> None:
     found = load_signal_points(
         sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg, parameters=["m1", "m2"]
     )
-    assert [p.values for p in found.points] == [(200.0, 0.0)]
+    assert [p.values for p in found.points] == [(200.0, 0.0), (200.0, 100.0), (200.0, 200.0)]
+    assert found.points[1].channels["SRB"].yields == (1e-6,) and found.outside_hull == 2
     sec = {
         "type": "effmap",
         "path": str(folder),
@@ -208,8 +218,8 @@ def test_malformed_map_is_an_input_error(tmp_path) -> None:
     f = tmp_path / "A" / "TX.txt"
     f.parent.mkdir()
     f.write_text("txName: TX\nefficiencyMap: [[[[100*GeV, __import__('os')]], 0.1]]\n")
-    with pytest.raises(InputError, match="efficiencyMap: unexpected syntax Call"):
+    with pytest.raises(InputError, match="efficiencyMap: unexpected characters"):
         read_effmap(f)
     f.write_text("txName: TX\nefficiencyMap: [[[[100*GeV, 0*GeV]], -0.1]]\n")
-    with pytest.raises(InputError, match=r"efficiencyMap\[0\]: efficiency must be finite and >= 0"):
+    with pytest.raises(InputError, match=r"efficiencyMap\[0\]: efficiency must be in \[0, 1\]"):
         read_effmap(f)

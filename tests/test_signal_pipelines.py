@@ -70,15 +70,16 @@ def test_stau_effmap_contour(tmp_path, stau_dir, xsec_dir) -> None:
 def test_demo_recast_contour(tmp_path) -> None:
     """One `yadage-run` of specs/demo per demo grid point (54), then the usual contour."""
     init_workflow(tmp_path)
+    points = [{"name": demo.point_name(m1, m2), "values": [m1, m2]} for m1, m2 in demo.demo_grid()]
+    (tmp_path / "points.json").write_text(json.dumps(points))
     config = {
         "analysis": "demo",
         "demo": "demo",
         "pallet": {"source": "demo/pallet"},
         "signal": {
             "type": "recast",
-            "path": None,  # the default config's yields path is merged in otherwise
             "spec": str(ROOT / "specs" / "demo"),
-            "points": "demo",
+            "points": "points.json",
             "yields_dir": "results/demo/yields",
         },
         "grid": {"parameters": demo.PARAMETERS, "units": demo.UNITS},
