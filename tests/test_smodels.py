@@ -83,7 +83,7 @@ def test_several_workspaces_pick_by_channels_or_by_key(tmp_path) -> None:
     spec = parse_signal(
         {**sec, "workspace": "c.json"}, file="c.yaml", parameters=["m1", "m2"], base_dir=folder
     )
-    with pytest.raises(ConfigError, match=r"signal.workspace: expected one of the workspace files"):
+    with pytest.raises(ConfigError, match=r"signal.workspace': expected one of the workspace files"):
         load_signal_points(spec, bkg_spec=_bkg(["SRA", "SRB"]), parameters=["m1", "m2"])
 
 
