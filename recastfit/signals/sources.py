@@ -189,7 +189,8 @@ def _from_effmap(spec: EffmapSignal, bkg_channels: set[str], parameters: Sequenc
         if spec.points is not None:
             defs = resolve_points(spec.points, parameters, prefix)
             defs = tuple(d for d in defs if spec.in_window(d.values))
-            wanted, names = [d.values for d in defs], [d.name for d in defs]
+            wanted = [d.values for d in defs]
+            names = [effmap_name(prefix, d.values) if d.auto_name else d.name for d in defs]
         else:
             grid = sorted(set().union(*(m.values for m in maps.values())))
             wanted = [p for p in grid if spec.in_window(p)]

@@ -60,10 +60,14 @@ Window = tuple[tuple[int, float, float], ...]
 
 @dataclass(frozen=True)
 class PointDef:
-    """A grid point named in the config or a points file: its name and one value per parameter."""
+    """A grid point named in the config or a points file: its name and one value per parameter.
+
+    ``auto_name``: the name was made from the values (the source may add its own prefix).
+    """
 
     name: str
     values: tuple[float, ...]
+    auto_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,8 +247,9 @@ def point_defs(
     parameter when ``parameters`` is given; names and value tuples are distinct.
     ``config``: errors are :class:`ConfigError` (a config key) else :class:`InputError` (a file).
 
-    >>> point_defs([[100, 20], {"name": "b", "values": [200, 20]}], file="c", key="points", parameters=[])
-    (PointDef(name='100_20', values=(100.0, 20.0)), PointDef(name='b', values=(200.0, 20.0)))
+    >>> [(p.name, p.values) for p in point_defs([[100, 20], {"name": "b", "values": [200, 20]}],
+    ...                                          file="c", key="points", parameters=[])]
+    [('100_20', (100.0, 20.0)), ('b', (200.0, 20.0))]
     """
 
     def fail(where: str, expected: str, got: object) -> Exception:
@@ -273,13 +278,14 @@ def point_defs(
         vals = tuple(float(v) for v in values)
         if parameters and len(vals) != len(parameters):
             raise fail(f"{where}.values", f"one value per grid parameter {list(parameters)}", values)
+        auto = name is None
         if name is None:
             name = "_".join(([prefix] if prefix else []) + [format_value(v) for v in vals])
         problem = name_problem(name)
         if problem is not None:
             expected = f"a name made of {problem}" if problem.startswith("letters") else problem
             raise fail(f"{where}.name", expected, name)
-        out.append(PointDef(name, vals))
+        out.append(PointDef(name, vals, auto))
     for attr, what in (("name", "distinct point names"), ("values", "distinct point values")):
         seen: dict[object, int] = {}
         for i, p in enumerate(out):
