@@ -201,8 +201,20 @@ def _schema_error(file: str, section: Mapping[str, Any]) -> ConfigError | None:
         return [leaf for sub in err.context for leaf in leaves(sub)] if err.context else [err]
 
     flat = [leaf for e in errors for leaf in leaves(e)]
-    err = min(flat, key=lambda e: (e.validator not in ("additionalProperties", "required"), len(e.path)))
-    path = ["signal", *map(str, err.absolute_path)]
+
+    def render(parts) -> str:  # noqa: ANN001 - a deque of keys and indexes
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+    # the most telling leaf: a stray or missing key first, then the deepest, then not a type error
+    err = min(
+        flat,
+        key=lambda e: (
+            e.validator not in ("additionalProperties", "required"),
+            -len(e.absolute_path),
+            e.validator in ("type", "const"),
+        ),
+    )
+    where = "signal" + render(err.absolute_path)
     got: object = err.instance
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
@@ -210,22 +222,42 @@ def _schema_error(file: str, section: Mapping[str, Any]) -> ConfigError | None:
         kind = section.get("type")
         return ConfigError(
             file,
-            ".".join([*path, extra[0]]),
+            f"{where}.{extra[0]}",
             f"no such key for type '{kind}' (allowed: {', '.join(allowed)})",
         )
     if err.validator == "required":
         missing = err.message.split("'")[1]
-        return ConfigError(file, ".".join([*path, missing]), "this key to be present")
+        return ConfigError(file, f"{where}.{missing}", "this key to be present")
     desc = err.schema.get("description")
     if err.validator == "enum":
         expected = "one of " + ", ".join(map(str, err.validator_value))
     elif err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         expected = f"a finite number ({err.message.split(' is ', 1)[-1]})"
+    elif err.validator == "type":
+        kinds = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        expected = " or ".join(
+            {"number": "a number (booleans are not numbers)", "integer": "an integer", "null": "null"}.get(
+                k, f"a {k}"
+            )
+            for k in kinds
+        )
+        expected = f"{desc}: {expected}" if desc else expected
     else:
         expected = desc or err.message
     if isinstance(got, str | int | float) or got is None:
-        return ConfigError(file, ".".join(path), expected, got)
-    return ConfigError(file, ".".join(path), expected, _short(got))
+        return ConfigError(file, where, expected, got)
+    return ConfigError(file, where, expected, _short(got))
+
+
+def _not_finite(value: object, where: str) -> str | None:
+    """The key of the first NaN or infinite number inside ``value`` (JSON schema lets NaN through)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, Mapping):
+        return next((w for k, v in value.items() if (w := _not_finite(v, f"{where}.{k}"))), None)
+    if isinstance(value, list | tuple):
+        return next((w for i, v in enumerate(value) if (w := _not_finite(v, f"{where}[{i}]"))), None)
+    return None
 
 
 def _short(value: object) -> str:
@@ -487,6 +519,9 @@ def parse_signal(
     """
     if not isinstance(section, Mapping):
         raise ConfigError(file, "signal", "a mapping with a 'type' key", _short(section))
+    bad = _not_finite(section, "signal")
+    if bad is not None:
+        raise ConfigError(file, bad, f"a finite number (|x| <= {MAX_ABS:g})", "nan or inf")
     error = _schema_error(file, section)
     if error is not None:
         raise error
