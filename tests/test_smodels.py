@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recastfit.config import load_config
-from recastfit.errors import ConfigError
+from recastfit.config import load_config, parse_config
+from recastfit.errors import ConfigError, InputError
 from recastfit.pallet import load_workspace
 from recastfit.patches import build_patchset, patchset_tasks
+from recastfit.pipeline import signal_patchset
 from recastfit.results import FitSettings, PatchTask
-from recastfit.signals.effmap import read_effmap, read_global_info
+from recastfit.signals.effmap import read_effmap, read_global_info, smodels_workspaces
 from recastfit.signals.sources import load_signal_points
 from recastfit.signals.spec import parse_signal
 from recastfit.signals.xsec import load_xsec_table
@@ -62,6 +63,45 @@ def test_global_info_list_and_dict_forms_full_likelihood_preferred(tmp_path) -> 
     f.write_text("id: X\njsonFiles: {'simple.json': ['SR1', 'SR2']}\n")
     info = read_global_info(f)
     assert not info.full_likelihood and info.workspaces == {"simple.json": {"SR1": "SR1", "SR2": "SR2"}}
+
+
+def test_smodels_workspaces_names_the_files_the_folder_declares(tmp_path) -> None:
+    folder = _folder(tmp_path, "jsonFiles: {'a.json': ['SRA'], 'b_any_name.json': ['SRB']}\n", ["SRA", "SRB"])
+    for name in ("a.json", "b_any_name.json"):
+        (folder / name).write_text(json.dumps(_bkg(["SRA", "SRB"])))
+    assert smodels_workspaces(folder) == {
+        folder / "a.json": {"SRA": "SRA"},
+        folder / "b_any_name.json": {"SRB": "SRB"},
+    }
+    (folder / "globalInfo.txt").write_text("jsonFiles: {'../../etc/passwd': ['SRA']}\n")
+    with pytest.raises(
+        InputError, match=r"jsonFiles.../../etc/passwd: names a workspace file that is not in"
+    ):
+        smodels_workspaces(folder)
+    assert smodels_workspaces(folder / "SRA") == {}
+    if EWK_DIR.is_dir():
+        (ws,) = smodels_workspaces(EWK_DIR)
+        assert ws.name == "ewk_signal_bkgonly.json"
+
+
+def test_patches_step_reports_zero_efficiencies(tmp_path, capsys) -> None:
+    """pipeline.signal_patchset on an effmap whose regions cover different grids."""
+    folder = _folder(tmp_path, "jsonFiles: {'ws.json': ['SRA', 'SRB']}\n", ["SRA", "SRB"])
+    (folder / "SRB" / "TX.txt").write_text("txName: TX\nefficiencyMap: [[[[100*GeV,0*GeV]],0.3]]\n")
+    (folder / "ws.json").write_text(json.dumps(_bkg(["SRA", "SRB"])))
+    cfg = parse_config(
+        {
+            "analysis": "toy",
+            "pallet": {"source": str(folder)},
+            "signal": {"type": "effmap", "path": str(folder), "xsec": str(folder / "xs.json")},
+            "grid": {"parameters": ["m1", "m2"]},
+        },
+        "c.yaml",
+    )
+    spec = signal_patchset(cfg, {"selected": {"workspace": str(folder / "ws.json")}})
+    assert [p["metadata"]["name"] for p in spec["patches"]] == ["TX_100_0", "TX_200_0"]
+    assert spec["patches"][1]["patch"][1]["value"]["data"] == [1e-6]  # SRB: outside its one-point map
+    assert "1 (point, region) efficiencies set to 0" in capsys.readouterr().out
 
 
 def test_several_workspaces_pick_by_channels_or_by_key(tmp_path) -> None:

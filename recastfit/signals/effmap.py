@@ -44,6 +44,7 @@ __all__ = [
     "parse_lumi",
     "effmap_yields",
     "effmap_name",
+    "smodels_workspaces",
 ]
 
 _HEADER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(.*)$")
@@ -283,6 +284,32 @@ def read_global_info(path: Path | str) -> GlobalInfo:
     workspaces = _json_files(source, key, headers[key]) if key in headers else {}
     gid = headers.get("id")
     return GlobalInfo(gid.strip() if gid else None, lumi, workspaces, source, full)
+
+
+def smodels_workspaces(folder: Path | str) -> dict[Path, dict[str, str]]:
+    """The workspace files an SModelS analysis folder declares, with their regions.
+
+    From ``jsonFiles_FullLikelihood`` (preferred) or ``jsonFiles`` of ``globalInfo.txt``; any file
+    name; one analysis per workspace. A named file that is missing, or a name that climbs
+    out of the folder, is an :class:`InputError`; a folder without ``globalInfo.txt`` gives ``{}``.
+    """
+    from recastfit.fileio import inside
+
+    folder = Path(folder)
+    info_path = folder / "globalInfo.txt"
+    if not info_path.is_file():
+        return {}
+    info = read_global_info(info_path)
+    key = "jsonFiles_FullLikelihood" if info.full_likelihood else "jsonFiles"
+    out: dict[Path, dict[str, str]] = {}
+    for name, regions in info.workspaces.items():
+        path = folder / name
+        if not inside(path, folder) or not path.is_file():
+            raise InputError(
+                str(info_path), f"{key}.{name}", f"names a workspace file that is not in {folder}"
+            )
+        out[path] = regions
+    return out
 
 
 def effmap_name(prefix: str, p: Sequence[float]) -> str:
