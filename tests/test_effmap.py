@@ -223,3 +223,50 @@ def test_malformed_map_is_an_input_error(tmp_path) -> None:
     f.write_text("txName: TX\nefficiencyMap: [[[[100*GeV, 0*GeV]], -0.1]]\n")
     with pytest.raises(InputError, match=r"efficiencyMap\[0\]: efficiency must be in \[0, 1\]"):
         read_effmap(f)
+
+
+def test_parse_signal_gives_one_typed_spec_per_type(tmp_path) -> None:
+    from pathlib import Path
+
+    from recastfit.signals.spec import (
+        EffmapSignal,
+        PatchFolderSignal,
+        PatchsetSignal,
+        PointDef,
+        RecastSignal,
+        RootSignal,
+        YieldsSignal,
+        parse_signal,
+    )
+
+    def parse(**section):
+        return parse_signal(
+            section, file="c.yaml", parameters=["m1", "m2"], base_dir=Path("/b"), check_paths=False
+        )
+
+    assert parse(type="patchset") == PatchsetSignal(file="c.yaml")
+    assert parse(type="patch_folder", path="p").path == Path("/b/p") and isinstance(
+        parse(type="patch_folder"), PatchFolderSignal
+    )
+    y = parse(type="yields", path="y.json", regions={"a": "SRA"}, window={"m2": [0, 10]})
+    assert isinstance(y, YieldsSignal) and y.regions == {"a": "SRA"} and y.window == ((1, 0.0, 10.0),)
+    e = parse(type="effmap", path="maps", xsec="xs.json", lumi="3/ab", xsec_mass="m2", points=[[1, 2]])
+    assert isinstance(e, EffmapSignal) and (e.lumi_fb, e.xsec_mass, e.floor) == (3000.0, 1, 1e-6)
+    assert e.points == (PointDef("1_2", (1.0, 2.0), auto_name=True),) and e.xsec == Path("/b/xs.json")
+    r = parse(type="root", path="h/{point}.root", points="pts.yaml")
+    assert isinstance(r, RootSignal) and r.points == Path("/b/pts.yaml") and r.path == "h/{point}.root"
+    rc = parse(type="recast", spec="s", points=[{"name": "a", "values": [1, 2]}], timeout=60)
+    assert isinstance(rc, RecastSignal) and rc.timeout == 60.0 and rc.workflow == "workflow.yml"
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: key 'signal.points\[0\].values': expected one value per grid"
+    ):
+        parse(type="recast", spec="s", points=[{"name": "a", "values": [1]}])
+    with pytest.raises(ConfigError, match=r"key 'signal.window.m3': expected a grid parameter name"):
+        parse(type="yields", path="y", window={"m3": [0, 1]})
+    with pytest.raises(ConfigError, match=r"key 'signal.spec': expected an existing path \(a folder\)"):
+        parse_signal(
+            {"type": "recast", "spec": "nowhere", "points": [[1, 2]]},
+            file="c.yaml",
+            parameters=[],
+            base_dir=tmp_path,
+        )
