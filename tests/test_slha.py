@@ -99,8 +99,12 @@ def test_final_states_are_summed_and_sqrts_is_chosen(tmp_path) -> None:
         _slha(200.0, 50.0, 0.3, extra="XSECTION 1.30E+04 2212 2212 2 1000015 1000015\n  0 2 0 0 0 0 0.1 x\n")
     )
     p = read_slha_point(f, [1000015, 1000022], [FINAL, [1000015, 1000015]], sqrts=13000)
-    assert p.values == (200.0, 50.0) and p.xsec_pb == pytest.approx(0.4, rel=1e-12)
+    assert p.values == (200.0, 50.0) and p.xsec_pb == pytest.approx(0.4, rel=1e-12) and p.theory is None
     assert read_slha_point(f, [1000015], [FINAL], sqrts=8000).xsec_pb == pytest.approx(0.1, rel=1e-12)
+    scales = "".join(f"  0 2 0 {k} {k} 0 {0.3 * v} NLO\n" for k, v in ((0.5, 1.1), (2.0, 0.85)))
+    f.write_text(_slha(200.0, 50.0, 0.3).replace("NLO+NLL\n", "NLO+NLL\n" + scales, 1))
+    p = read_slha_point(f, [1000015, 1000022], [FINAL], sqrts=13000)
+    assert p.xsec_pb == pytest.approx(0.3) and p.theory == pytest.approx((0.1, 0.15))
     with pytest.raises(InputError, match=r"p.slha: XSECTION 2212 2212 -> -1000024 1000023: missing"):
         read_slha_point(f, [1000015], [[1000023, -1000024]])
     with pytest.raises(InputError, match=r"p.slha: MASS 1000023: missing"):

@@ -4,7 +4,9 @@ sections from the XSECTION blocks, read with ``pyslha`` (extra ``slha``).
 Each ``*.slha`` / ``*.slh`` / ``*.dat`` file of the folder is one point. Its grid values are
 ``|MASS[pdg]|`` for the PDG id of each grid parameter; its cross section is the sum over the
 configured final states of the XSECTION entry at the highest QCD (then EW) order available
-for that ``sqrt(s)`` and initial state. Files are read size-capped (``limits.max_input_bytes``);
+for that ``sqrt(s)`` and initial state (its central scale); the other entries at that order
+(scale or PDF variations) give the relative up/down uncertainty used by
+``theory_uncertainty: per_point``. Files are read size-capped (``limits.max_input_bytes``);
 a file that is not SLHA, lacks a mass or the process, or gives a non-finite number is an
 :class:`~recastfit.errors.InputError` naming the file.
 """
@@ -28,11 +30,13 @@ _MAX_FILES = 1_000_000
 
 @dataclass(frozen=True)
 class SlhaPoint:
-    """One SLHA file: its grid values (GeV) and cross section (pb)."""
+    """One SLHA file: its grid values (GeV), cross section (pb) and, when the file gives scale or
+    PDF variations at that order, their envelope as relative (up, down) uncertainties."""
 
     file: str
     values: tuple[float, ...]
     xsec_pb: float
+    theory: tuple[float, float] | None = None
 
 
 def _finite(file: str, key: str, value: object) -> float:
@@ -68,7 +72,7 @@ def read_slha_point(
         if pdg not in block:
             raise InputError(file, f"MASS {pdg}", "missing")
         values.append(abs(_finite(file, f"MASS {pdg}", block[pdg])))
-    total = 0.0
+    total = low = high = 0.0
     for state in final:
         want = tuple(sorted(int(p) for p in state))
         matches = [
@@ -88,18 +92,16 @@ def read_slha_point(
                 f"processes present: {[tuple(k) for k in doc.xsections][:10]}",
             )
         best = max(entries, key=lambda x: (x.qcd_order, x.ew_order))
-        central = [
-            x
-            for x in entries
-            if (x.qcd_order, x.ew_order) == (best.qcd_order, best.ew_order) and x.kappa_f in (0, 1)
-        ] or [best]
-        value = _finite(file, f"XSECTION {want}", central[0].value)
-        if value < 0:
-            raise InputError(file, f"XSECTION {want}", f"expected a cross section >= 0, got {value}")
-        total += value
+        same = [x for x in entries if (x.qcd_order, x.ew_order) == (best.qcd_order, best.ew_order)]
+        central = [x for x in same if x.kappa_f in (0, 1) and x.kappa_r in (0, 1)] or [best]
+        found = [_finite(file, f"XSECTION {want}", x.value) for x in [central[0], *same]]
+        if min(found) < 0:
+            raise InputError(file, f"XSECTION {want}", f"expected cross sections >= 0, got {min(found)}")
+        total, low, high = total + found[0], low + min(found), high + max(found)
     if not total > 0:
         raise InputError(file, "XSECTION", "the cross section of the configured process is 0")
-    return SlhaPoint(file, tuple(values), total)
+    theory = (high / total - 1.0, 1.0 - low / total) if high > low else None
+    return SlhaPoint(file, tuple(values), total, theory)
 
 
 def read_slha_folder(

@@ -181,7 +181,7 @@ def _from_effmap(spec: EffmapSignal, bkg_channels: set[str], parameters: Sequenc
         slha = [p for p in slha if spec.in_window(p.values)]
         wanted = [p.values for p in slha]
         names = [effmap_name(prefix, v) for v in wanted]
-        xsec = {p.values: (p.xsec_pb, None) for p in slha}
+        xsec = {p.values: (p.xsec_pb, p.theory) for p in slha}
     else:
         from recastfit.signals.xsec import load_xsec_table
 
