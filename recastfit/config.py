@@ -96,6 +96,7 @@ class Config:
     quiet: bool
     pallet_spec: PalletSpec
     signal: dict[str, Any]
+    signal_spec: Any  # recastfit.signals.spec.SignalSpec (typed; paths checked when the step runs)
     signal_options: SignalOptions
     grid: GridSpec
     fit: FitSettings
@@ -254,15 +255,6 @@ def _grid(data: dict[str, Any], file: str) -> GridSpec:
     return GridSpec(params, units, labels, grid.get("name_pattern"))
 
 
-def _signal_options(signal: dict[str, Any], file: str) -> SignalOptions:
-    opts = dict(signal.get("options", {}))
-    opts["replace_samples"] = tuple(opts.get("replace_samples", ()))
-    try:
-        return SignalOptions(**opts)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(file, "signal.options", "valid signal options", str(exc)) from None
-
-
 def _check_engine(fit: FitSettings, file: str) -> None:
     if fit.engine == "fast":
         import importlib.util
@@ -286,6 +278,12 @@ def parse_config(data: Any, file: str = "config.yaml") -> Config:
     fit = FitSettings(**fit_raw)
     _check_engine(fit, file)
     signal = dict(data["signal"])
+    grid = _grid(data, file)
+    from recastfit.signals.spec import parse_signal
+
+    signal_spec = parse_signal(
+        signal, file=file, parameters=list(grid.parameters), base_dir=Path.cwd(), check_paths=False
+    )
     demo = data.get("demo")
     cfg = Config(
         file=file,
@@ -295,8 +293,9 @@ def parse_config(data: Any, file: str = "config.yaml") -> Config:
         quiet=bool(data.get("quiet", False)),
         pallet_spec=PalletSpec(**data["pallet"]),
         signal=signal,
-        signal_options=_signal_options(signal, file),
-        grid=_grid(data, file),
+        signal_spec=signal_spec,
+        signal_options=signal_spec.options,
+        grid=grid,
         fit=fit,
         run=run,
         backend=dict(data.get("backend", {})),

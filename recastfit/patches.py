@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from recastfit.errors import InputError
+from recastfit.names import check_name
 from recastfit.results import PatchTask
-from recastfit.signals.model import PointYields, invalid_yields
+from recastfit.signals.model import MAX_ABS, PointYields, invalid_yields
 
 __all__ = ["SignalOptions", "build_patch", "build_patchset", "patchset_tasks", "workspace_poi"]
 
@@ -37,8 +39,11 @@ class SignalOptions:
         if self.stat not in ("staterror", "shapesys", "none"):
             raise ValueError(f"stat must be staterror, shapesys or none, got {self.stat!r}")
         u = self.theory_uncertainty
-        if isinstance(u, str) and u != "per_point" or isinstance(u, int | float) and not 0 <= u < 1:
+        number = isinstance(u, int | float) and not isinstance(u, bool)
+        if not (u is None or u == "per_point" or number and 0 <= u < 1):  # NaN fails 0 <= u
             raise ValueError(f"theory_uncertainty must be a number in [0, 1), per_point or null, got {u!r}")
+        if not isinstance(self.position, int) or isinstance(self.position, bool) or self.position < 0:
+            raise ValueError(f"position must be an integer >= 0, got {self.position!r}")
 
 
 def _pyhf_digest(spec: dict) -> str:
@@ -85,9 +90,15 @@ def _check_yields(point: PointYields, channel: str, nbins: int, source: str) -> 
         raise InputError(source, f"{where}, stat", f"has {len(cy.stat)} entries, expected {nbins}")
 
 
-def _theory(point: PointYields, opts: SignalOptions) -> tuple[float, float] | None:
+def _theory(point: PointYields, opts: SignalOptions, source: str) -> tuple[float, float] | None:
     """(up, down) relative theory uncertainty of this point's signal, or None."""
     if opts.theory_uncertainty == "per_point":
+        if point.theory is None:
+            raise InputError(
+                source,
+                f"point '{point.name}'",
+                "signal.options.theory_uncertainty is per_point but this point carries no theory values",
+            )
         return point.theory
     if opts.theory_uncertainty:
         u = float(opts.theory_uncertainty)
@@ -95,12 +106,14 @@ def _theory(point: PointYields, opts: SignalOptions) -> tuple[float, float] | No
     return None
 
 
-def _sample(point: PointYields, channel: dict, opts: SignalOptions, poi: str, lumi: str | None) -> dict:
+def _sample(
+    point: PointYields, channel: dict, opts: SignalOptions, poi: str, lumi: str | None, source: str
+) -> dict:
     cy = point.channels[channel["name"]]
     mods: list[dict[str, Any]] = [{"name": poi, "type": "normfactor", "data": None}]
     if opts.lumi and lumi:
         mods.append({"name": lumi, "type": "lumi", "data": None})
-    theory = _theory(point, opts)
+    theory = _theory(point, opts, source)
     if theory:
         up, down = theory
         mods.append({"name": opts.theory_name, "type": "normsys", "data": {"hi": 1.0 + up, "lo": 1.0 - down}})
@@ -148,7 +161,7 @@ def build_patch(
                 "list it in signal.options.replace_samples or rename the signal",
             )
         pos = min(options.position, len(kept))
-        value = _sample(point, channel, options, poi, lumi)
+        value = _sample(point, channel, options, poi, lumi, source)
         ops.append({"op": "add", "path": f"/channels/{ci}/samples/{pos}", "value": value})
     return ops
 
@@ -170,7 +183,22 @@ def build_patchset(
     pallet's INSPIRE id; ``ins0000000`` marks an analysis with no HEPData record (e.g. the demo).
     """
     patches = []
+    names: dict[str, str] = {}
+    values: dict[tuple[float, ...], str] = {}
     for point in points:
+        check_name(point.name, file=source, key=f"point '{point.name}'")
+        bad = [v for v in point.values if not math.isfinite(v) or abs(v) > MAX_ABS]
+        if bad:
+            raise InputError(source, f"point '{point.name}', values", f"expected finite numbers, got {bad}")
+        if point.name in names:
+            raise InputError(source, f"point '{point.name}'", "duplicate point name")
+        if point.values in values:
+            raise InputError(
+                source,
+                f"point '{point.name}'",
+                f"same values {list(point.values)} as point '{values[point.values]}'",
+            )
+        names[point.name] = values[point.values] = point.name
         if len(point.values) != len(parameters):
             raise InputError(
                 source,

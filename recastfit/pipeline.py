@@ -66,23 +66,34 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 # -- patches -----------------------------------------------------------------------------------------
-def _signal_path(cfg: Config, selected: dict, manifest_key: str) -> Path:
-    raw = cfg.signal.get("path") or selected.get(manifest_key)
+def _signal_path(spec_path: Path | None, selected: dict, manifest_key: str, file: str) -> Path:
+    raw = spec_path or selected.get(manifest_key)
     if not raw:
-        raise ConfigError(cfg.file, "signal.path", f"a path (the pallet has no {manifest_key})")
+        raise ConfigError(file, "signal.path", f"a path (the pallet has no {manifest_key})")
     return Path(raw)
 
 
 def signal_patchset(cfg: Config, manifest: dict[str, Any]) -> dict:
-    """Build the new-signal PatchSet named by ``cfg.signal`` against the fetched workspace."""
+    """Build the new-signal PatchSet named by ``cfg.signal`` against the fetched workspace.
+
+    ``cfg.signal`` is a :class:`~recastfit.signals.spec.SignalSpec` (or the raw section, parsed
+    here); its paths are checked now, relative to the working directory.
+    """
+    from recastfit.signals.spec import PatchFolderSignal, PatchsetSignal, SignalSpec, parse_signal
+
     selected = manifest["selected"]
     bkg = load_workspace(Path(selected["workspace"]))
-    kind = cfg.signal["type"]
-    if kind == "patchset":
-        return load_patchset(_signal_path(cfg, selected, "patchset"), bkg)
-    if kind == "patch_folder":
+    raw = cfg.signal
+    section = raw if not isinstance(raw, SignalSpec) else None
+    spec = raw if isinstance(raw, SignalSpec) else None
+    if section is not None:
+        spec = parse_signal(section, file=cfg.file, parameters=cfg.parameters, base_dir=Path.cwd())
+    assert spec is not None
+    if isinstance(spec, PatchsetSignal):
+        return load_patchset(_signal_path(spec.path, selected, "patchset", cfg.file), bkg)
+    if isinstance(spec, PatchFolderSignal):
         return legacy_patchset(
-            _signal_path(cfg, selected, "patch_dir"),
+            _signal_path(spec.path, selected, "patch_dir", cfg.file),
             bkg,
             cfg.parameters,
             pattern=cfg.name_pattern,
@@ -90,21 +101,22 @@ def signal_patchset(cfg: Config, manifest: dict[str, Any]) -> dict:
         )
     from recastfit.signals.sources import load_signal_points
 
-    found = load_signal_points(
-        cfg.signal,
-        config_file=cfg.file,
-        base_dir=Path.cwd(),
-        bkg_spec=bkg,
-        parameters=cfg.parameters,
-        results_dir=cfg.results_dir,
-    )
+    found = load_signal_points(spec, bkg_spec=bkg, parameters=cfg.parameters, results_dir=cfg.results_dir)
     for name, reason in found.skipped:
         print(f"recastfit patches: skipped point {name}: {reason}", file=sys.stderr)
-    source = str(cfg.signal.get("path") or cfg.signal["type"])
+    for note in found.notes:
+        print(f"recastfit patches: {note}", file=sys.stderr)
+    if found.outside_hull:
+        print(
+            f"recastfit patches: {found.outside_hull} (point, region) efficiencies set to 0 "
+            "(the point lies outside that region's efficiency map)",
+            file=sys.stderr,
+        )
+    source = str(getattr(spec, "path", None) or spec.type)
     return build_patchset(
         bkg,
         found.points,
-        cfg.signal_options,
+        spec.options,
         parameters=cfg.parameters,
         analysis_id=cfg.analysis,
         source=source,

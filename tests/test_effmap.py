@@ -124,21 +124,30 @@ def toy(tmp_path):
     return tmp_path, bkg
 
 
-def test_grid_is_the_intersection_and_the_rest_is_reported(toy) -> None:
+def test_grid_is_the_union_with_zero_outside_a_maps_hull(toy) -> None:
     folder, bkg = toy
-    sec = {"type": "effmap", "path": str(folder), "xsec": "xs.yaml", "on_xsec_range": "skip"}
+    _write_map(folder / "B" / "TX.txt", [(a, b, 0.02) for a in (100.0, 200.0) for b in (0.0, 100.0, 200.0)])
+    (folder / "xs.yaml").write_text("100: 1.0\n300: 0.1\n")
+    sec = {"type": "effmap", "path": str(folder), "xsec": "xs.yaml"}
     found = load_signal_points(sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg)
-    skipped = dict(found.skipped)
-    assert skipped["TX_300_100"] == "not in the efficiency map(s) of ['B']"
-    assert "outside the table [100, 250]" in skipped["TX_300_0"]
+    assert found.skipped == []
     assert sorted(p.values for p in found.points) == [
-        (m1, m2) for m1 in (100.0, 200.0) for m2 in (0.0, 100.0, 200.0)
+        (m1, m2) for m1 in (100.0, 200.0, 300.0) for m2 in (0.0, 100.0, 200.0)
     ]
-    p = next(p for p in found.points if p.values == (200.0, 100.0))
-    sigma = CrossSectionTable((100.0, 250.0), (1.0, 0.1))(200.0)
-    assert p.channels["SRA"].yields[0] == pytest.approx(sigma * 100e3 * (0.01 + 0.02 + 0.001), rel=1e-12)
-    assert p.channels["SRB"].yields[0] == pytest.approx(sigma * 100e3 * 0.02, rel=1e-12)
-    assert set(p.channels) == {"SRA", "SRB"} and p.channels["SRA"].stat is None
+    assert found.outside_hull == 3  # B has no entry at m1 = 300: efficiency 0 there, not a skip
+    sigma = CrossSectionTable((100.0, 300.0), (1.0, 0.1))
+    for p in found.points:
+        assert p.channels["SRA"].yields[0] == pytest.approx(
+            sigma(p.values[0]) * 100e3 * (0.01 + p.values[0] * 1e-4 + p.values[1] * 1e-5), rel=1e-12
+        )
+        expected_b = sigma(p.values[0]) * 100e3 * 0.02 if p.values[0] < 300 else 1e-6
+        assert p.channels["SRB"].yields[0] == pytest.approx(expected_b, rel=1e-12)
+        assert set(p.channels) == {"SRA", "SRB"} and p.channels["SRA"].stat is None
+    sec["on_xsec_range"] = "skip"
+    (folder / "xs.yaml").write_text("100: 1.0\n250: 0.1\n")
+    found = load_signal_points(sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg)
+    assert [n for n, _ in found.skipped] == ["TX_300_0", "TX_300_100", "TX_300_200"]
+    assert "outside the table [100, 250]" in found.skipped[0][1]
 
 
 def test_requested_points_interpolate_inside_and_skip_outside(toy) -> None:
@@ -162,7 +171,8 @@ def test_floor_and_window(toy) -> None:
     found = load_signal_points(
         sec, config_file="c.yaml", base_dir=folder, bkg_spec=bkg, parameters=["m1", "m2"]
     )
-    assert [p.values for p in found.points] == [(200.0, 0.0)]
+    assert [p.values for p in found.points] == [(200.0, 0.0), (200.0, 100.0), (200.0, 200.0)]
+    assert found.points[1].channels["SRB"].yields == (1e-6,) and found.outside_hull == 2
     sec = {
         "type": "effmap",
         "path": str(folder),
@@ -208,8 +218,55 @@ def test_malformed_map_is_an_input_error(tmp_path) -> None:
     f = tmp_path / "A" / "TX.txt"
     f.parent.mkdir()
     f.write_text("txName: TX\nefficiencyMap: [[[[100*GeV, __import__('os')]], 0.1]]\n")
-    with pytest.raises(InputError, match="efficiencyMap: unexpected syntax Call"):
+    with pytest.raises(InputError, match="efficiencyMap: unexpected characters"):
         read_effmap(f)
     f.write_text("txName: TX\nefficiencyMap: [[[[100*GeV, 0*GeV]], -0.1]]\n")
-    with pytest.raises(InputError, match=r"efficiencyMap\[0\]: efficiency must be finite and >= 0"):
+    with pytest.raises(InputError, match=r"efficiencyMap\[0\]: efficiency must be in \[0, 1\]"):
         read_effmap(f)
+
+
+def test_parse_signal_gives_one_typed_spec_per_type(tmp_path) -> None:
+    from pathlib import Path
+
+    from recastfit.signals.spec import (
+        EffmapSignal,
+        PatchFolderSignal,
+        PatchsetSignal,
+        PointDef,
+        RecastSignal,
+        RootSignal,
+        YieldsSignal,
+        parse_signal,
+    )
+
+    def parse(**section):
+        return parse_signal(
+            section, file="c.yaml", parameters=["m1", "m2"], base_dir=Path("/b"), check_paths=False
+        )
+
+    assert parse(type="patchset") == PatchsetSignal(file="c.yaml")
+    assert parse(type="patch_folder", path="p").path == Path("/b/p") and isinstance(
+        parse(type="patch_folder"), PatchFolderSignal
+    )
+    y = parse(type="yields", path="y.json", regions={"a": "SRA"}, window={"m2": [0, 10]})
+    assert isinstance(y, YieldsSignal) and y.regions == {"a": "SRA"} and y.window == ((1, 0.0, 10.0),)
+    e = parse(type="effmap", path="maps", xsec="xs.json", lumi="3/ab", xsec_mass="m2", points=[[1, 2]])
+    assert isinstance(e, EffmapSignal) and (e.lumi_fb, e.xsec_mass, e.floor) == (3000.0, 1, 1e-6)
+    assert e.points == (PointDef("1_2", (1.0, 2.0), auto_name=True),) and e.xsec == Path("/b/xs.json")
+    r = parse(type="root", path="h/{point}.root", points="pts.yaml")
+    assert isinstance(r, RootSignal) and r.points == Path("/b/pts.yaml") and r.path == "h/{point}.root"
+    rc = parse(type="recast", spec="s", points=[{"name": "a", "values": [1, 2]}], timeout=60)
+    assert isinstance(rc, RecastSignal) and rc.timeout == 60.0 and rc.workflow == "workflow.yml"
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: key 'signal.points\[0\].values': expected one value per grid"
+    ):
+        parse(type="recast", spec="s", points=[{"name": "a", "values": [1]}])
+    with pytest.raises(ConfigError, match=r"key 'signal.window.m3': expected a grid parameter name"):
+        parse(type="yields", path="y", window={"m3": [0, 1]})
+    with pytest.raises(ConfigError, match=r"key 'signal.spec': expected an existing path \(a folder\)"):
+        parse_signal(
+            {"type": "recast", "spec": "nowhere", "points": [[1, 2]]},
+            file="c.yaml",
+            parameters=[],
+            base_dir=tmp_path,
+        )

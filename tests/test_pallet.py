@@ -8,7 +8,8 @@ import pyhf
 import pytest
 
 from recastfit.errors import InputError
-from recastfit.pallet import legacy_patchset, load_patchset, load_workspace, values_from_name
+from recastfit.pallet import legacy_patchset, load_patchset, load_workspace
+from recastfit.signals.model import values_from_name
 
 
 def test_erjr_legacy_patches_become_a_patchset(erjr_dir) -> None:
@@ -33,15 +34,15 @@ def test_erjr_legacy_patches_become_a_patchset(erjr_dir) -> None:
 def test_values_from_name() -> None:
     assert values_from_name("ERJR_100p0_20p0", 2) == (100.0, 20.0)
     assert values_from_name("C1N2_WZ_350_150", 2) == (350.0, 150.0)
-    assert values_from_name("grid-x12.5-y3", 2, r"x([\d.]+)-y([\d.]+)") == (12.5, 3.0)
-    with pytest.raises(ValueError, match="found 3 numbers"):
+    assert values_from_name("grid-x12.5-y3", 2, pattern=r"x([\d.]+)-y([\d.]+)") == (12.5, 3.0)
+    with pytest.raises(InputError, match=r"point 'a_1_2_3': expected 2 numbers .* found \[1.0, 2.0, 3.0\]"):
         values_from_name("a_1_2_3", 2)
 
 
 def test_bad_legacy_names_and_patches(tmp_path, erjr_dir) -> None:
     bkg = load_workspace(erjr_dir / "BkgOnly.json")
     (tmp_path / "patch.point_one.json").write_text("[]")
-    with pytest.raises(InputError, match=r"patch.point_one.json: file name: found 0 numbers"):
+    with pytest.raises(InputError, match=r"patch.point_one.json: point 'point_one': expected 2 numbers"):
         legacy_patchset(tmp_path, bkg, ["m1", "m2"])
     (tmp_path / "patch.point_one.json").unlink()
     (tmp_path / "patch.P_1_2.json").write_text('{"op": "add"}')

@@ -134,7 +134,7 @@ def test_yields_file_errors(tmp_path) -> None:
     with pytest.raises(InputError, match="stat: has 1 entries but yields has 2"):
         read_yields_file(bad)
     bad.write_text("points:\n  - {name: A, channels: {SR: [1]}}\n  - {name: A, channels: {SR: [2]}}\n")
-    with pytest.raises(InputError, match=r"duplicate point names \['A'\]"):
+    with pytest.raises(InputError, match=r"points\[1\]: duplicate point names: 'A' \(same as points\[0\]\)"):
         read_yields_file(bad)
     bad.write_text("{not json")
     with pytest.raises(InputError, match="not valid YAML"):

@@ -23,28 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from recastfit.errors import InputError
-from recastfit.signals.model import ChannelYields, PointYields, invalid_yields, numbers_in_name
+from recastfit.signals.model import ChannelYields, PointYields, invalid_yields
 
 __all__ = [
     "read_root_point",
     "read_root_grid",
     "write_root_yields",
     "list_points",
-    "values_from_name",
 ]
-
-
-def values_from_name(name: str, n: int, *, source: str = "root") -> tuple[float, ...]:
-    """Grid values read from a point name: its numbers in order (``100p5`` reads as 100.5).
-
-    >>> values_from_name("stau_280_120", 2)
-    (280.0, 120.0)
-    """
-    found = numbers_in_name(name)
-    if len(found) != n:
-        msg = f"expected {n} numbers in the name for the grid values, found {list(found)}"
-        raise InputError(source, f"point '{name}'", msg)
-    return found
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:

@@ -12,16 +12,16 @@ Masses outside the table raise :class:`XsecRangeError`; nothing is extrapolated.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from recastfit.errors import InputError
+from recastfit.fileio import load_yaml_file, read_text_capped
+from recastfit.signals.model import MAX_ABS
 
 __all__ = ["CrossSectionTable", "XsecRangeError", "load_xsec_table"]
 
@@ -52,6 +52,10 @@ class CrossSectionTable:
         ]
         if bad:
             raise InputError(self.source, "data", f"cross sections must be finite and > 0, got {bad[:3]}")
+        if self.unc_down_pb is not None and any(
+            abs(d) >= s for d, s in zip(self.unc_down_pb, self.xsec_pb, strict=True)
+        ):
+            raise InputError(self.source, "data", "a down uncertainty must be smaller than its cross section")
 
     @property
     def range(self) -> tuple[float, float]:
@@ -99,10 +103,16 @@ def _table(rows: list[tuple[float, ...]], source: str) -> CrossSectionTable:
 
 
 def _float(source: str, key: str, value: object) -> float:
+    """A finite number (|x| <= 1e15); a mass key may be a string. Booleans are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InputError(source, key, f"expected a number, got {str(value)[:80]!r}")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(source, key, f"expected a number, got {value!r}") from None
+        x = float(value)
+    except ValueError:
+        raise InputError(source, key, f"expected a number, got {value[:80]!r}") from None
+    if not math.isfinite(x) or abs(x) > MAX_ABS:
+        raise InputError(source, key, f"expected a finite number (|x| <= {MAX_ABS:g}), got {value!r}")
+    return x
 
 
 def load_xsec_table(path: Path | str) -> CrossSectionTable:
@@ -111,12 +121,8 @@ def load_xsec_table(path: Path | str) -> CrossSectionTable:
     source = str(path)
     if not path.is_file():
         raise InputError(source, None, "cross-section table not found")
-    text = path.read_text()
     if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise InputError(source, None, f"not valid {path.suffix[1:].upper()}: {exc}") from None
+        data = load_yaml_file(path, what="cross-section table")
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
             rows = []
             for mass, entry in data["data"].items():
@@ -137,6 +143,7 @@ def load_xsec_table(path: Path | str) -> CrossSectionTable:
             )
         raise InputError(source, "data", "expected {'data': {mass: {xsec_pb: ...}}} or {mass: xsec_pb}")
     rows = []
+    text = read_text_capped(path, what="cross-section table")
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -148,8 +155,9 @@ def load_xsec_table(path: Path | str) -> CrossSectionTable:
             if not rows:  # a header line
                 continue
             raise InputError(
-                source, f"line {lineno}", f"expected numbers 'mass xsec_pb [up down]', got {line!r}"
+                source, f"line {lineno}", f"expected numbers 'mass xsec_pb [up down]', got {line[:80]!r}"
             ) from None
+        rows[-1] = tuple(_float(source, f"line {lineno}", v) for v in rows[-1])
         if len(rows[-1]) < 2:
             raise InputError(source, f"line {lineno}", f"expected at least 'mass xsec_pb', got {line!r}")
     if not rows:
