@@ -179,7 +179,7 @@ class HEPDataServer:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> HEPDataServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -234,6 +234,16 @@ class HEPDataServer:
                 }
             ]
         }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up early (a refused body, a watchdog) is normal here: no traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,32 +1,55 @@
-"""HTTP for HEPData: JSON look-ups and streaming downloads with retries and back-off.
+"""HTTP for HEPData: JSON look-ups and streaming downloads, bounded in size, time and rate.
 
-Transient failures (connection errors, resets mid-body, timeouts, HTTP 5xx and 429) are
-retried ``retries`` times with exponential back-off; a 404 or another 4xx fails at once with
-an error naming the source and the URL. Downloads stream to a temporary file (never the
-whole archive in memory), hashing as they go; a partial file never survives a failure.
+* Status retries (HTTP 429 and 5xx, with ``Retry-After`` capped), connection errors and timeouts
+  before the body are retried by urllib3's :class:`~urllib3.util.Retry`, mounted on the session.
+* A body that breaks off (reset, fewer bytes than ``Content-Length``, or an archive that fails
+  ``verify`` — e.g. truncated without a ``Content-Length``) is retried here, ``retries`` times with
+  back-off; it never reaches the cache.
+* Every download has an overall deadline and a minimum throughput (limits
+  ``download_deadline_s`` and ``min_download_rate`` over ``min_rate_window_s``): a watchdog thread
+  shuts the sockets down when either is missed, so even a server trickling one header byte a second
+  ends in a named error. The body is capped at ``max_download_bytes``, JSON answers at
+  ``max_api_bytes``.
+* The archive format is checked from the first bytes: an HTML page or a 1.5 GB non-archive stops
+  after the first chunk.
+* Every failure is a :class:`~recastfit.errors.FetchError` naming the source and the URL, with
+  secrets masked (:func:`~recastfit.hepdata.redact.redact_url`); a 404 or another 4xx fails at once.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import http.client
+import json
 import logging
 import os
 import re
-import sys
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
+from urllib3.util import Retry
 
 import recastfit
 from recastfit.errors import FetchError
+from recastfit.hepdata.extract import MAGIC_BYTES, DamagedArchive, sniff_format
+from recastfit.hepdata.redact import redact_text, redact_url
+from recastfit.limits import LIMITS, limit
+from recastfit.progress import Progress, format_bytes
 
-__all__ = ["HTTPClient", "Download", "NotAcceptable", "ARCHIVE_ACCEPT"]
+__all__ = ["HTTPClient", "Download", "NotAcceptable", "ARCHIVE_ACCEPT", "RETRY_STATUS"]
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +57,19 @@ log = logging.getLogger(__name__)
 ARCHIVE_ACCEPT = (
     "application/x-tar, application/gzip, application/x-gzip, application/zip, application/x-zip-compressed"
 )
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 1 << 16
-_TRANSIENT = (
+_MAX_REDIRECTS = 10
+# a body that breaks off mid-way: worth another attempt
+_BODY_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.ReadTimeoutError,
     urllib3.exceptions.IncompleteRead,
-    ConnectionError,
-    TimeoutError,
+    http.client.HTTPException,
+    OSError,
 )
 
 
@@ -55,8 +81,8 @@ class NotAcceptable(FetchError):
         self.url, self.payload = url, payload
 
 
-class _Retry(Exception):
-    """A transient failure: try again after back-off."""
+class _Again(Exception):
+    """A body that broke off or failed verification: try again after back-off."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +97,147 @@ class Download:
     content_type: str
 
 
+class _CappedRetry(Retry):
+    """urllib3 Retry whose ``Retry-After`` wait is capped at ``backoff_max`` (a server can't park us)."""
+
+    watch: _Watch | None = None  # set on a per-client subclass: a tripped watchdog ends the retries
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.backoff_max)
+
+    def is_exhausted(self) -> bool:
+        return super().is_exhausted() or bool(self.watch is not None and self.watch.tripped)
+
+    def sleep(self, response: Any = None) -> None:
+        if self.watch is None or not self.watch.tripped:
+            super().sleep(response)
+
+
+class _Watch:
+    """Watchdog for one request at a time: shuts its sockets down on a missed deadline or rate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self.tripped: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.received = 0
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            tripped = self.tripped
+        if tripped:
+            _shutdown(sock)
+
+    def got(self, n: int) -> None:
+        self.received += n
+
+    def trip(self, reason: str) -> None:
+        with self._lock:
+            if self.tripped is None:
+                self.tripped = reason
+            socks = list(self._socks)
+        for sock in socks:
+            _shutdown(sock)
+
+    def remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def start(self, deadline: float, min_rate: float, window: float) -> None:
+        self.tripped, self.received = None, 0
+        self._deadline = time.monotonic() + deadline
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(deadline, min_rate, window), daemon=True, name="recastfit-fetch-watch"
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            self._socks.clear()
+
+    def _run(self, deadline: float, min_rate: float, window: float) -> None:
+        t0 = time.monotonic()
+        samples: collections.deque[tuple[float, int]] = collections.deque([(t0, 0)])
+        tick = min(0.2, window / 10, deadline / 10)
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            if now - t0 > deadline:
+                return self.trip(
+                    f"not finished within {deadline:g} s (download_deadline_s; raise "
+                    f"{LIMITS['download_deadline_s'].env} to allow more)"
+                )
+            samples.append((now, self.received))
+            while len(samples) > 1 and samples[1][0] <= now - window:
+                samples.popleft()
+            t_old, b_old = samples[0]
+            if (
+                now - t0 >= window
+                and t_old <= now - window + tick
+                and self.received - b_old < min_rate * window
+            ):
+                rate = (self.received - b_old) / max(now - t_old, 1e-9)
+                return self.trip(
+                    f"slower than {min_rate:g} bytes/s over {window:g} s ({rate:.0f} bytes/s; "
+                    f"min_download_rate, raise or lower {LIMITS['min_download_rate'].env})"
+                )
+        return None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watched_pools(watch: _Watch) -> dict[str, type]:
+    """Connection-pool classes whose every new socket is registered with ``watch``."""
+
+    class Conn(urllib3.connection.HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            watch.add(sock)
+            return sock
+
+    class SConn(urllib3.connection.HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            watch.add(sock)
+            return sock
+
+    class Pool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class SPool(urllib3.connectionpool.HTTPSConnectionPool):
+        ConnectionCls = SConn
+
+    return {"http": Pool, "https": SPool}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, watch: _Watch, retry: Retry):
+        self._pools = _watched_pools(watch)
+        super().__init__(max_retries=retry)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = self._pools
+        return manager
+
+
 class HTTPClient:
-    """A small requests-based client; one instance per fetch."""
+    """A requests session with retries, a watchdog and caps; one instance per fetch."""
 
     def __init__(
         self,
@@ -85,113 +250,283 @@ class HTTPClient:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.timeout, self.retries, self.backoff, self.quiet = timeout, retries, backoff, quiet
-        self.what = what  # the user's SOURCE, for messages
+        self.what = redact_text(what)  # the user's SOURCE, for messages
         self._sleep = sleep
+        self.watch = _Watch()
+        retry_cls = type("Retry", (_CappedRetry,), {"watch": self.watch})
+        self.retry = retry_cls(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            redirect=False,  # requests follows redirects itself (Session.max_redirects)
+            status_forcelist=RETRY_STATUS,
+            allowed_methods=frozenset({"GET"}),
+            backoff_factor=backoff,
+            backoff_max=max(backoff * 8, 1.0),
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
         self.session = requests.Session()
+        self.session.max_redirects = _MAX_REDIRECTS
         self.session.headers["User-Agent"] = f"recastfit/{recastfit.__version__} (+pallet fetcher)"
-        self.attempts = 0
+        adapter = _WatchedAdapter(self.watch, self.retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
 
-    # -- generic retry loop --------------------------------------------------------------------
-    def _with_retries(self, url: str, action: Callable[[], object]) -> object:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
-            try:
-                return action()
-            except _Retry as exc:
-                last = exc
-            except _TRANSIENT as exc:
-                last = exc
-            if attempt < self.retries:
-                delay = self.backoff * (2**attempt)
-                log.warning(
-                    "%s: %s; retrying in %.2g s (%d/%d)", url, _short(last), delay, attempt + 1, self.retries
-                )
-                self._sleep(delay)
-        n = self.retries + 1
-        raise FetchError(
-            f"source {self.what!r}: {url} failed after {n} attempt{'s' if n > 1 else ''}: {_short(last)}"
-        ) from last
+    # -- errors ---------------------------------------------------------------------------------
+    def _error(self, url: str, message: str) -> FetchError:
+        return FetchError(f"source {self.what!r}: {redact_url(url)} {redact_text(message)}")
+
+    def _failure(self, url: str, exc: BaseException) -> FetchError:
+        """A named error for any exception from requests/urllib3/sockets (the watchdog's reason first)."""
+        if self.watch.tripped:
+            return self._error(url, f"stopped: {self.watch.tripped}")
+        if isinstance(exc, requests.TooManyRedirects):
+            return self._error(url, f"redirected more than {_MAX_REDIRECTS} times (a redirect loop?)")
+        if isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL)):
+            return self._error(url, f"led to an unusable URL: {_short(exc)}")
+        if isinstance(exc, requests.ConnectionError) and isinstance(
+            exc.args[0] if exc.args else None, urllib3.exceptions.MaxRetryError
+        ):
+            n = self.retries + 1
+            reason = getattr(exc.args[0], "reason", exc)
+            return self._error(url, f"failed after {n} attempt{'s' * (n > 1)}: {_short(reason)}")
+        return self._error(url, f"failed: {_short(exc)}")
 
     def _check_status(self, resp: requests.Response, url: str) -> None:
         code = resp.status_code
         if code < 400:
             return
-        if code >= 500 or code == 429:
-            raise _Retry(f"HTTP {code} {resp.reason}")
+        history = getattr(getattr(resp.raw, "retries", None), "history", ()) or ()
+        n = 1 + len(history)
+        if code in RETRY_STATUS:
+            raise self._error(
+                resp.url, f"failed after {n} attempt{'s' * (n > 1)}: HTTP {code} {resp.reason or ''}".rstrip()
+            )
         body = _read_small(resp)
         if code == 406:
             payload: object = body
             try:
-                payload = resp.json() if body else None
+                payload = json.loads(body) if body else None
             except ValueError:
                 pass
-            msg = f"source {self.what!r}: {url} answered 406 Not Acceptable: {body}"
-            raise NotAcceptable(msg, url, payload)
+            msg = f"source {self.what!r}: {redact_url(resp.url)} answered 406 Not Acceptable: {body}"
+            raise NotAcceptable(redact_text(msg), resp.url, payload)
         if code == 404:
-            raise FetchError(f"source {self.what!r}: not found (HTTP 404) at {url}")
-        raise FetchError(f"source {self.what!r}: {url} answered HTTP {code} {resp.reason}: {body[:300]}")
+            raise FetchError(f"source {self.what!r}: not found (HTTP 404) at {redact_url(resp.url)}")
+        raise self._error(resp.url, f"answered HTTP {code} {resp.reason or ''}: {body[:300]}")
+
+    # -- one request under the watchdog ---------------------------------------------------------
+    def _watched(self, url: str, action: Callable[[], Any]) -> Any:
+        """Run ``action`` (one or more attempts) under the overall deadline and minimum rate."""
+        self.watch.start(limit("download_deadline_s"), limit("min_download_rate"), limit("min_rate_window_s"))
+        try:
+            return action()
+        except FetchError:
+            if self.watch.tripped:
+                raise self._error(url, f"stopped: {self.watch.tripped}") from None
+            raise
+        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            raise self._failure(url, exc) from None
+        except (OSError, ValueError, _Again) as exc:
+            raise self._failure(url, exc) from None
+        finally:
+            self.watch.stop()
+
+    def _get(self, url: str, **kw: Any) -> requests.Response:
+        timeout = max(min(self.timeout, self.watch.remaining()), 0.01)
+        return self.session.get(url, timeout=timeout, **kw)
 
     # -- JSON ----------------------------------------------------------------------------------
     def get_json(self, url: str, *, params: dict | None = None) -> object:
-        """GET ``url`` expecting JSON; retried on transient failures."""
+        """GET ``url`` expecting JSON (at most ``max_api_bytes``); retried on transient failures."""
+        cap = int(limit("max_api_bytes"))
 
         def action() -> object:
-            with self.session.get(
-                url, params=params, timeout=self.timeout, headers={"Accept": "application/json"}
-            ) as resp:
+            with self._get(url, params=params, stream=True, headers={"Accept": "application/json"}) as resp:
                 self._check_status(resp, resp.url)
+                body = bytearray()
+                while chunk := resp.raw.read1(_CHUNK, decode_content=True):
+                    body += chunk
+                    self.watch.got(len(chunk))
+                    if len(body) > cap:
+                        raise self._error(
+                            resp.url,
+                            f"answered more than {cap} bytes of JSON (max_api_bytes; raise "
+                            f"{LIMITS['max_api_bytes'].env} to allow it)",
+                        )
                 try:
-                    return resp.json()
-                except ValueError as exc:
-                    raise FetchError(
-                        f"source {self.what!r}: {resp.url} did not return JSON "
-                        f"(Content-Type {resp.headers.get('Content-Type')!r})"
-                    ) from exc
+                    return json.loads(bytes(body))
+                except (ValueError, RecursionError):
+                    raise self._error(
+                        resp.url, f"did not return JSON (Content-Type {resp.headers.get('Content-Type')!r})"
+                    ) from None
 
-        return self._with_retries(url, action)
+        return self._watched(url, action)
 
     # -- streaming download -----------------------------------------------------------------
-    def download(self, url: str, tmp_dir: Path, *, accept: str = ARCHIVE_ACCEPT) -> Download:
-        """Stream ``url`` into a new file in ``tmp_dir``; the caller moves or removes it."""
+    def download(
+        self,
+        url: str,
+        tmp_dir: Path,
+        *,
+        accept: str = ARCHIVE_ACCEPT,
+        verify: Callable[[Path], object] | None = None,
+    ) -> Download:
+        """Stream ``url`` into a new locked ``.part`` file in ``tmp_dir``; the caller moves or removes it.
 
-        def action() -> Download:
-            fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="download-", suffix=".part")
-            ok = False
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    result = self._stream(url, out, Path(tmp), accept)
-                ok = True
-                return result
-            finally:
-                if not ok:
-                    Path(tmp).unlink(missing_ok=True)
+        ``verify(path)`` (e.g. a full archive scan) runs on the finished file; a FetchError from it
+        counts as a broken body: the download is retried, and never returned.
+        """
 
-        return self._with_retries(url, action)
+        def attempts() -> Download:
+            last: Exception | None = None
+            for attempt in range(self.retries + 1):
+                try:
+                    return self._attempt(url, tmp_dir, accept, verify)
+                except (_Again, *_BODY_ERRORS) as exc:
+                    if self.watch.tripped or isinstance(exc, requests.TooManyRedirects):
+                        raise
+                    if isinstance(exc, requests.ConnectionError) and isinstance(
+                        exc.args[0] if exc.args else None, urllib3.exceptions.MaxRetryError
+                    ):
+                        raise  # urllib3 already retried the connection
+                    last = exc
+                if attempt < self.retries:
+                    delay = self.backoff * (2**attempt)
+                    if delay >= self.watch.remaining():
+                        break
+                    log.warning(
+                        "%s: %s; retrying in %.2g s (%d/%d)",
+                        redact_url(url),
+                        redact_text(_short(last)),
+                        delay,
+                        attempt + 1,
+                        self.retries,
+                    )
+                    self._sleep(delay)
+            n = self.retries + 1
+            raise self._error(url, f"failed after {n} attempt{'s' * (n > 1)}: {_short(last)}")
 
-    def _stream(self, url: str, out, tmp: Path, accept: str) -> Download:
+        return self._watched(url, attempts)
+
+    def _attempt(
+        self, url: str, tmp_dir: Path, accept: str, verify: Callable[[Path], object] | None
+    ) -> Download:
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="download-", suffix=".part")
+        ok = False
+        try:
+            _lock_file(fd)  # held until closed: tells clean_parts this file is live
+            with os.fdopen(fd, "wb") as out:
+                result = self._stream(url, out, Path(tmp), accept)
+                out.flush()
+                if verify is not None:
+                    try:
+                        verify(Path(tmp))
+                    except DamagedArchive as exc:
+                        why = str(exc).removeprefix(f"{tmp}: ")
+                        raise _Again(f"the archive is truncated or damaged ({why}); not cached") from None
+                    except FetchError as exc:
+                        why = str(exc).removeprefix(f"{tmp}: ")
+                        raise self._error(result.url, f"served an archive that is refused: {why}") from None
+            ok = True
+            return result
+        finally:
+            if not ok:
+                Path(tmp).unlink(missing_ok=True)
+
+    def _stream(self, url: str, out: Any, tmp: Path, accept: str) -> Download:
         headers = {"Accept": accept, "Accept-Encoding": "identity"}
-        with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as resp:
+        cap = int(limit("max_download_bytes"))
+        too_big = (
+            f"is larger than {cap} bytes (max_download_bytes; raise {LIMITS['max_download_bytes'].env} "
+            "to allow it)"
+        )
+        with self._get(url, headers=headers, stream=True) as resp:
             self._check_status(resp, resp.url)
-            expected = int(resp.headers["Content-Length"]) if resp.headers.get("Content-Length") else None
+            expected = _content_length(resp)
+            if expected is not None and expected > cap:
+                raise self._error(resp.url, f"announces {expected} bytes, which {too_big}")
             filename = _filename(resp)
-            progress = _Progress(filename, expected, quiet=self.quiet)
+            progress = Progress(expected, label=f"fetching {filename}", quiet=self.quiet, amount=format_bytes)
             digest, size = hashlib.sha256(), 0
+            head, sniffed = b"", False
             # raw bytes, no transparent gunzip: a .tar.gz must stay a .tar.gz
-            for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+            while True:
+                chunk = resp.raw.read1(_CHUNK, decode_content=False)
+                if not sniffed:
+                    head += chunk[: MAGIC_BYTES - len(head)]
+                    if len(head) >= MAGIC_BYTES or not chunk:
+                        if sniff_format(head) is None:
+                            ctype = resp.headers.get("Content-Type") or "unknown content"
+                            raise self._error(
+                                resp.url,
+                                f"returned {ctype} starting {head[:16]!r}, not a tar or zip archive "
+                                f"(stopped after {size + len(chunk)} bytes)",
+                            )
+                        sniffed = True
+                if not chunk:
+                    break
+                size += len(chunk)
+                self.watch.got(len(chunk))
+                if size > cap:
+                    raise self._error(resp.url, f"body {too_big}")
                 out.write(chunk)
                 digest.update(chunk)
-                size += len(chunk)
-                progress.update(size)
-            progress.done(size)
+                progress.update(len(chunk))
+            progress.close()
             if expected is not None and size != expected:
-                raise _Retry(f"body truncated: got {size} of {expected} bytes")
+                raise _Again(f"body truncated: got {size} of {expected} bytes")
             return Download(
                 tmp, digest.hexdigest(), size, filename, resp.url, resp.headers.get("Content-Type", "")
             )
+
+
+def _lock_file(fd: int) -> None:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def clean_parts(tmp_dir: Path) -> list[Path]:
+    """Remove ``download-*.part`` files in ``tmp_dir`` that no live download holds (a killed run's)."""
+    import fcntl
+
+    removed: list[Path] = []
+    if not Path(tmp_dir).is_dir():
+        return removed
+    for path in Path(tmp_dir).glob("download-*.part"):
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live download
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    raw = resp.headers.get("Content-Length")
+    if not raw:
+        return None
+    try:
+        value = int(raw.split(",")[0].strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def _filename(resp: requests.Response) -> str:
@@ -200,49 +535,18 @@ def _filename(resp: requests.Response) -> str:
         r'filename="?([^";]+)"?', disp, re.I
     )
     name = unquote(m.group(1).strip()) if m else unquote(urlsplit(resp.url).path.rsplit("/", 1)[-1])
-    return os.path.basename(name.replace("\\", "/")) or "download"
+    name = os.path.basename(name.replace("\\", "/"))
+    name = "".join(ch for ch in name if ch.isprintable())[:200]
+    return name if name not in ("", ".", "..") else "download"
 
 
-def _read_small(resp: requests.Response, limit: int = 4096) -> str:
+def _read_small(resp: requests.Response, limit_: int = 4096) -> str:
     try:
-        return resp.raw.read(limit, decode_content=True).decode("utf-8", "replace").strip()
+        return resp.raw.read(limit_, decode_content=True).decode("utf-8", "replace").strip()
     except Exception:  # noqa: BLE001 - best effort, for an error message only
         return ""
 
 
-def _short(exc: Exception | None) -> str:
+def _short(exc: BaseException | None) -> str:
     text = str(exc) if exc else "unknown error"
     return text if len(text) < 300 else text[:297] + "..."
-
-
-class _Progress:
-    """Byte progress on stderr: a rewritten line on a terminal, a few lines otherwise."""
-
-    def __init__(self, name: str, total: int | None, *, quiet: bool):
-        self.name, self.total, self.quiet = name, total, quiet
-        self.tty = sys.stderr.isatty()
-        self.next_mark = 0.25
-        self.last = 0.0
-
-    def update(self, size: int) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if self.tty and now - self.last > 0.2:
-            self.last = now
-            sys.stderr.write(f"\r{self._line(size)}")
-            sys.stderr.flush()
-        elif not self.tty and self.total and size / self.total >= self.next_mark and size < self.total:
-            self.next_mark += 0.25
-            sys.stderr.write(self._line(size) + "\n")
-
-    def done(self, size: int) -> None:
-        if not self.quiet:
-            sys.stderr.write(("\r" if self.tty else "") + self._line(size) + " done\n")
-
-    def _line(self, size: int) -> str:
-        mib = size / 2**20
-        if self.total:
-            pct = 100 * size / self.total
-            return f"fetching {self.name}: {mib:.1f} / {self.total / 2**20:.1f} MiB ({pct:.0f}%)"
-        return f"fetching {self.name}: {mib:.1f} MiB"
