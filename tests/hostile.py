@@ -15,6 +15,9 @@ outside the results folder is created, changed or removed". Use it as::
 redirects the child's stdout/stderr (file descriptors 1 and 2) to a file whose text is returned,
 polls the child's peak resident memory (``VmHWM`` in ``/proc``, which the kernel keeps as a running
 maximum, so short spikes are seen) and kills it when it passes ``max_mb`` or runs past ``seconds``.
+Memory is counted above what the child inherited at fork (a test process that already loaded pyhf
+or JAX starts its children at a few hundred MB): ``peak_mb`` is the growth caused by ``fn``,
+``rss_mb`` the absolute peak.
 The outcome carries the exception's type name and message as strings: what the child raised is
 never unpickled by the parent.
 """
@@ -57,6 +60,7 @@ class Outcome:
     seconds: float
     peak_mb: float
     recastfit: bool = False
+    rss_mb: float = 0.0
     result: str | None = None
     output: str = ""
     traceback: str = ""
@@ -82,12 +86,12 @@ class Outcome:
         return self
 
 
-def _peak_kb(pid: int) -> int:
-    """Peak resident set (VmHWM) of ``pid`` in kB, or 0 when it has gone."""
+def _peak_kb(pid: int | str, field: str = "VmHWM") -> int:
+    """Peak resident set (VmHWM) of ``pid`` in kB (or another ``field``), or 0 when it has gone."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
@@ -96,6 +100,7 @@ def _peak_kb(pid: int) -> int:
 
 def _child(fn: Callable[[], Any], conn: Any, out_path: str) -> None:
     """Run ``fn`` with fds 1/2 sent to ``out_path``; send a plain tuple of strings back."""
+    conn.send(("baseline", _peak_kb("self", "VmRSS")))
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -139,7 +144,8 @@ def run_bounded(fn: Callable[[], Any], *, seconds: float = 10, max_mb: float = 5
     """Run ``fn()`` in a forked child bounded by ``seconds`` of wall time and ``max_mb`` of peak RSS.
 
     The child is killed (SIGKILL, with its process group) when it passes either bound; the outcome then
-    names :data:`TIMEOUT` or :data:`MEMORY`. ``peak_mb`` is the child's own peak resident memory.
+    names :data:`TIMEOUT` or :data:`MEMORY`. ``peak_mb`` is the child's peak resident memory above
+    what it inherited at fork.
     """
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
@@ -155,25 +161,36 @@ def run_bounded(fn: Callable[[], Any], *, seconds: float = 10, max_mb: float = 5
     pid = proc.pid
     assert pid is not None
     peak_kb = 0
+    base_kb: int | None = None
     killed: str | None = None
     report: tuple[Any, ...] | None = None
+
+    def receive() -> bool:
+        """Take one message; True when it was the final report (or the pipe closed)."""
+        nonlocal base_kb, report
+        try:
+            msg = recv.recv()
+        except EOFError:
+            return True
+        if msg[0] == "baseline":
+            base_kb = msg[1]
+            return False
+        report = msg
+        return True
+
     try:
         while True:
             peak_kb = max(peak_kb, _peak_kb(pid))
             if recv.poll(0.02):
-                try:
-                    report = recv.recv()
-                except EOFError:
-                    report = None
-                break
+                if receive():
+                    break
+                continue
             if not proc.is_alive():
-                if recv.poll(0):
-                    try:
-                        report = recv.recv()
-                    except EOFError:
-                        report = None
+                while recv.poll(0):
+                    if receive():
+                        break
                 break
-            if peak_kb > max_mb * 1024:
+            if base_kb is not None and peak_kb - base_kb > max_mb * 1024:
                 killed = MEMORY
             elif time.monotonic() - start > seconds:
                 killed = TIMEOUT
@@ -191,12 +208,15 @@ def run_bounded(fn: Callable[[], Any], *, seconds: float = 10, max_mb: float = 5
         output = Path(out_path).read_text(errors="replace")
     finally:
         Path(out_path).unlink(missing_ok=True)
-    peak_mb = peak_kb / 1024
+    rss_mb = peak_kb / 1024
+    peak_mb = max(0, peak_kb - (base_kb or 0)) / 1024
     if killed:
         what = f"after {elapsed:.1f} s" if killed == TIMEOUT else f"at {peak_mb:.0f} MB"
-        return Outcome(killed, f"killed {what}", elapsed, peak_mb, output=output)
+        return Outcome(killed, f"killed {what}", elapsed, peak_mb, rss_mb=rss_mb, output=output)
     if report is None:
-        return Outcome(CRASHED, f"child exited with {proc.exitcode}", elapsed, peak_mb, output=output)
+        return Outcome(
+            CRASHED, f"child exited with {proc.exitcode}", elapsed, peak_mb, rss_mb=rss_mb, output=output
+        )
     kind, name, message, is_rf, result, tb, code = report
     return Outcome(
         None if kind == "ok" else name,
@@ -204,6 +224,7 @@ def run_bounded(fn: Callable[[], Any], *, seconds: float = 10, max_mb: float = 5
         elapsed,
         peak_mb,
         recastfit=is_rf,
+        rss_mb=rss_mb,
         result=result,
         output=output,
         traceback=tb,

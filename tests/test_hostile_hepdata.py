@@ -36,6 +36,14 @@ def test_harness_reports_named_errors_and_bounds(tmp_path):
 
     assert run_bounded(lambda: 41 + 1).result == "42"
 
+    # memory is counted above what the child inherits at fork
+    ballast = bytearray(300 << 20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    out = run_bounded(lambda: len(ballast), max_mb=100)
+    assert out.error is None and out.peak_mb < 50 and out.rss_mb > 300
+    ballast.clear()
+
     markers = planted_markers(tmp_path)
     check_markers(markers)
     markers.secret.write_text("{}")

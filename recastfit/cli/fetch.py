@@ -11,26 +11,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from recastfit.fileio import write_json_atomic
-from recastfit.hepdata import FetchOptions, discover, fetch_pallet, read_marker, select
+from recastfit.hepdata import FetchOptions, discover, fetch_pallet, select
+from recastfit.manifest import write_manifest
 
-__all__ = ["register", "run", "write_manifest"]
-
-
-def write_manifest(path: Path, source: str, folder: Path, analysis: str | None) -> dict:
-    """Write the fetch manifest JSON (atomically) and return it."""
-    found = discover(folder)
-    selected = select(found, analysis)
-    marker = read_marker(folder) or {}
-    manifest = {
-        "source": source,
-        "sha256": marker.get("sha256"),
-        "folder": str(Path(folder).absolute()),
-        "analyses": [a.to_dict() for a in found],
-        "selected": selected.to_dict(),
-    }
-    write_json_atomic(path, manifest, indent=2)
-    return manifest
+__all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
