@@ -390,12 +390,8 @@ class HTTPClient:
                 try:
                     return self._attempt(url, tmp_dir, accept, verify)
                 except (_Again, *_BODY_ERRORS) as exc:
-                    if self.watch.tripped or isinstance(exc, requests.TooManyRedirects):
+                    if self.watch.tripped or not _retryable(exc):
                         raise
-                    if isinstance(exc, requests.ConnectionError) and isinstance(
-                        exc.args[0] if exc.args else None, urllib3.exceptions.MaxRetryError
-                    ):
-                        raise  # urllib3 already retried the connection
                     last = exc
                 if attempt < self.retries:
                     delay = self.backoff * (2**attempt)
@@ -485,6 +481,23 @@ class HTTPClient:
             return Download(
                 tmp, digest.hexdigest(), size, filename, resp.url, resp.headers.get("Content-Type", "")
             )
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A body that broke off (worth another attempt), not a final answer such as a bad redirect."""
+    if isinstance(exc, _Again):
+        return True
+    if isinstance(exc, requests.ConnectionError) and isinstance(
+        exc.args[0] if exc.args else None, urllib3.exceptions.MaxRetryError
+    ):
+        return False  # urllib3 already retried the connection
+    if isinstance(
+        exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    ):
+        return True
+    if isinstance(exc, requests.RequestException):
+        return False  # redirects, schemes, URLs: asking again gives the same answer
+    return isinstance(exc, _BODY_ERRORS)
 
 
 def _lock_file(fd: int) -> None:

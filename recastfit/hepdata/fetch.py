@@ -136,22 +136,43 @@ def _resolve_record_resource(source: Source, base: str, client: HTTPClient) -> s
         params = {"format": "json"}
         if version is not None:
             params["version"] = str(version)
+        where = f"{base}/record/{ident}?format=json"
         record = client.get_json(f"{base}/record/{ident}", params=params)
         if not isinstance(record, dict) or "recid" not in record:
-            raise FetchError(f"source {source.shown!r}: {base}/record/{ident}?format=json has no 'recid'")
-        recid = int(record["recid"])
-        version = int(record.get("version") or version or 1)
-    listing = client.get_json(f"{base}/record/resources/{recid}/{version}")
+            raise FetchError(f"source {source.shown!r}: {where} has no 'recid'")
+        recid = _json_int(source, where, "recid", record["recid"])
+        version = _json_int(source, where, "version", record.get("version") or version or 1)
+    where = f"{base}/record/resources/{recid}/{version}"
+    listing = client.get_json(where)
+    items = listing.get("submission_items") if isinstance(listing, dict) else None
+    if not isinstance(items, list):
+        raise FetchError(f"source {source.shown!r}: {where}: expected a 'submission_items' list")
     resources = [
         r
-        for item in (listing.get("submission_items", []) if isinstance(listing, dict) else [])
-        for r in item.get("resources", [])
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("resources"), list)
+        for r in item["resources"]
+        if isinstance(r, dict)
     ]
     chosen = _choose_resource(source, resources, recid, version)
-    location = str(chosen.get("location") or f"/record/resource/{chosen['id']}?view=true")
-    if location.startswith("http"):
+    location = chosen.get("location") or f"/record/resource/{chosen.get('id')}?view=true"
+    if not isinstance(location, str):
+        raise FetchError(f"source {source.shown!r}: {where}: resource 'location' is not a string")
+    if location.startswith(("http://", "https://")):
         return location
+    if "://" in location or location.startswith("//"):
+        raise FetchError(f"source {source.shown!r}: {where}: refusing resource location {location!r}")
     return f"{base}{location if location.startswith('/') else '/' + location}"
+
+
+def _json_int(source: Source, where: str, key: str, value: object) -> int:
+    """A positive integer from an API answer, or FetchError naming the URL and the key."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise FetchError(
+            f"source {source.shown!r}: {where}: key '{key}': expected an integer, got {value!r:.80}"
+        )
+    return int(value)
 
 
 def _resource_name(r: dict) -> str:
