@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from recastfit.errors import FetchError
 from recastfit.hepdata import FetchOptions, discover, fetch_pallet, select
 from recastfit.manifest import write_manifest
 
@@ -35,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
         options.max_unpacked_bytes = args.max_unpacked_bytes
     folder = fetch_pallet(args.source, Path(args.dest), resource=args.resource, options=options)
     if args.manifest:
-        manifest = write_manifest(Path(args.manifest), args.source, folder, args.analysis)
+        try:
+            manifest = write_manifest(Path(args.manifest), args.source, folder, args.analysis)
+        except OSError as exc:
+            raise FetchError(f"--manifest {args.manifest}: cannot write it: {exc.strerror or exc}") from None
         found_names = [a["name"] for a in manifest["analyses"]]
     else:
         found = discover(folder)
