@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -87,7 +88,11 @@ class _Again(Exception):
 
 @dataclass(frozen=True)
 class Download:
-    """A finished download: a temp file with its digest, size and the name the server gave."""
+    """A finished download: a temp file with its digest, size and the name the server gave.
+
+    The file stays locked (so :func:`clean_parts` in another process leaves it alone) until
+    :meth:`release`; move it into place first.
+    """
 
     path: Path
     sha256: str
@@ -95,6 +100,15 @@ class Download:
     filename: str
     url: str
     content_type: str
+    lock_fd: int | None = None
+
+    def release(self) -> None:
+        """Drop the lock on the temp file (closes its descriptor; safe to call twice)."""
+        if self.lock_fd is not None:
+            try:
+                os.close(self.lock_fd)
+            except OSError:
+                pass
 
 
 class _CappedRetry(Retry):
@@ -417,24 +431,26 @@ class HTTPClient:
         fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="download-", suffix=".part")
         ok = False
         try:
-            _lock_file(fd)  # held until closed: tells clean_parts this file is live
-            with os.fdopen(fd, "wb") as out:
+            _lock_file(fd)  # held until the caller releases it: tells clean_parts this file is live
+            with os.fdopen(os.dup(fd), "wb") as out:
                 result = self._stream(url, out, Path(tmp), accept)
-                out.flush()
-                if verify is not None:
-                    try:
-                        verify(Path(tmp))
-                    except DamagedArchive as exc:
-                        why = str(exc).removeprefix(f"{tmp}: ")
-                        raise _Again(f"the archive is truncated or damaged ({why}); not cached") from None
-                    except FetchError as exc:
-                        why = str(exc).removeprefix(f"{tmp}: ")
-                        raise self._error(result.url, f"served an archive that is refused: {why}") from None
+            if self.watch.tripped:
+                raise _Again(self.watch.tripped)
+            if verify is not None:
+                try:
+                    verify(Path(tmp))
+                except DamagedArchive as exc:
+                    why = str(exc).removeprefix(f"{tmp}: ")
+                    raise _Again(f"the archive is truncated or damaged ({why}); not cached") from None
+                except FetchError as exc:
+                    why = str(exc).removeprefix(f"{tmp}: ")
+                    raise self._error(result.url, f"served an archive that is refused: {why}") from None
             ok = True
-            return result
+            return dataclasses.replace(result, lock_fd=fd)
         finally:
             if not ok:
                 Path(tmp).unlink(missing_ok=True)
+                os.close(fd)
 
     def _stream(self, url: str, out: Any, tmp: Path, accept: str) -> Download:
         headers = {"Accept": accept, "Accept-Encoding": "identity"}

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from recastfit.errors import FetchError, InputError
 from recastfit.fileio import inside, load_json_file
-from recastfit.hepdata.cache import Cache, CacheEntry, sha256_file
+from recastfit.hepdata.cache import Cache, CacheEntry
 from recastfit.hepdata.client import Download, HTTPClient, NotAcceptable, clean_parts
-from recastfit.hepdata.extract import clean_leftovers, extract_to, scan_archive, staged_dir
+from recastfit.hepdata.extract import archive_format, clean_leftovers, extract_to, scan_archive, staged_dir
 from recastfit.hepdata.options import FetchOptions
 from recastfit.hepdata.redact import redact_url
 from recastfit.hepdata.sources import Source, parse_source
@@ -87,6 +87,7 @@ def fetch_archive(source: Source, options: FetchOptions, cache: Cache | None = N
         entry = cache.store(key, dl.path, dl.sha256, filename=dl.filename, url=redact_url(dl.url))
     finally:
         dl.path.unlink(missing_ok=True)
+        dl.release()
     log.info("%s: fetched %s (%d bytes, sha256 %s)", source.shown, dl.filename, dl.size, dl.sha256[:12])
     return entry
 
@@ -314,6 +315,24 @@ def _scan_folder(src: Path, options: FetchOptions) -> list[tuple[str, os.stat_re
     return found
 
 
+def _local_archive_sha(source: Source) -> str:
+    """sha256 of a local archive after checking its first bytes and its size (max_download_bytes)."""
+    path = source.path
+    archive_format(path)
+    cap = int(limit("max_download_bytes"))
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            size += len(chunk)
+            if size > cap:
+                raise FetchError(
+                    f"source {source.shown!r}: {path} is larger than {cap} bytes (max_download_bytes; "
+                    f"raise {LIMITS['max_download_bytes'].env} to allow it)"
+                )
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def fetch_pallet(
     source: str, dest: Path, *, resource: str | None = None, options: FetchOptions | None = None
 ) -> Path:
@@ -332,7 +351,7 @@ def fetch_pallet(
     if src.kind == "folder":
         return _copy_folder(src, dest, options)
     if src.kind == "archive":
-        archive, sha256, name = src.path, sha256_file(src.path), src.path.name
+        archive, sha256, name = src.path, _local_archive_sha(src), src.path.name
     else:
         entry = fetch_archive(src, options)
         archive, sha256, name = entry.path, entry.sha256, entry.filename
