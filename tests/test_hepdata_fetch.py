@@ -329,3 +329,13 @@ def test_cli_env_base_urls(srv, tmp_path, monkeypatch):
     )
     assert_stau(tmp_path / "p")
     assert list((tmp_path / "envcache" / "blobs").rglob("*"))
+
+
+def test_progress_on_stderr_unless_quiet(srv, tmp_path, capsys):
+    """One progress implementation (recastfit.progress) draws the byte count of the download."""
+    fetch_pallet(srv.doi("erjr.tar.gz"), tmp_path / "p", options=opts(srv, tmp_path, quiet=False))
+    err = capsys.readouterr().err
+    size = srv.resource("erjr.tar.gz").path.stat().st_size
+    assert "fetching erjr.tar.gz: " in err and "(100%)" in err and f"{size / 1024:.1f} KiB" in err
+    fetch_pallet(srv.doi("stau.zip"), tmp_path / "q", options=opts(srv, tmp_path, quiet=True))
+    assert "fetching" not in capsys.readouterr().err

@@ -403,6 +403,12 @@ ROWS = [
         env={"RECASTFIT_MAX_API_BYTES": "1e6"},
     ),
     Row(
+        "api-trickle-json",
+        lambda b: _on(b, {"/record/ins6": trickle_body(b"{", length=5000)}, "ins6"),
+        "not finished within 2 s",
+        env={"RECASTFIT_DOWNLOAD_DEADLINE": "2"},
+    ),
+    Row(
         "api-deep-json",
         lambda b: (b.srv.routes.update({"/record/ins2": _json("[" * 100_000 + "]" * 100_000)}), "ins2")[1],
         "did not return JSON",

@@ -191,7 +191,7 @@ class _Watch:
             while len(samples) > 1 and samples[1][0] <= now - window:
                 samples.popleft()
             t_old, b_old = samples[0]
-            if (
+            if min_rate > 0 and (
                 now - t0 >= window
                 and t_old <= now - window + tick
                 and self.received - b_old < min_rate * window
@@ -199,7 +199,7 @@ class _Watch:
                 rate = (self.received - b_old) / max(now - t_old, 1e-9)
                 return self.trip(
                     f"slower than {min_rate:g} bytes/s over {window:g} s ({rate:.0f} bytes/s; "
-                    f"min_download_rate, raise or lower {LIMITS['min_download_rate'].env})"
+                    f"min_download_rate: lower {LIMITS['min_download_rate'].env} to allow it)"
                 )
         return None
 
@@ -336,9 +336,13 @@ class HTTPClient:
         raise self._error(resp.url, f"answered HTTP {code} {resp.reason or ''}: {body[:300]}")
 
     # -- one request under the watchdog ---------------------------------------------------------
-    def _watched(self, url: str, action: Callable[[], Any]) -> Any:
-        """Run ``action`` (one or more attempts) under the overall deadline and minimum rate."""
-        self.watch.start(limit("download_deadline_s"), limit("min_download_rate"), limit("min_rate_window_s"))
+    def _watched(self, url: str, action: Callable[[], Any], *, min_rate: bool = True) -> Any:
+        """Run ``action`` (one or more attempts) under the overall deadline and minimum rate.
+
+        ``min_rate`` False: the deadline alone (an API answer may take a while to be generated).
+        """
+        rate = limit("min_download_rate") if min_rate else 0.0
+        self.watch.start(limit("download_deadline_s"), rate, limit("min_rate_window_s"))
         try:
             return action()
         except FetchError:
@@ -381,7 +385,7 @@ class HTTPClient:
                         resp.url, f"did not return JSON (Content-Type {resp.headers.get('Content-Type')!r})"
                     ) from None
 
-        return self._watched(url, action)
+        return self._watched(url, action, min_rate=False)
 
     # -- streaming download -----------------------------------------------------------------
     def download(
