@@ -362,7 +362,7 @@ class HTTPClient:
 
     # -- JSON ----------------------------------------------------------------------------------
     def get_json(self, url: str, *, params: dict | None = None) -> object:
-        """GET ``url`` expecting JSON (at most ``max_api_bytes``); retried on transient failures."""
+        """GET ``url`` expecting JSON (at most ``max_api_bytes``); retried when the body breaks off."""
         cap = int(limit("max_api_bytes"))
 
         def action() -> object:
@@ -385,7 +385,7 @@ class HTTPClient:
                         resp.url, f"did not return JSON (Content-Type {resp.headers.get('Content-Type')!r})"
                     ) from None
 
-        return self._watched(url, action, min_rate=False)
+        return self._watched(url, lambda: self._body_retries(url, action), min_rate=False)
 
     # -- streaming download -----------------------------------------------------------------
     def download(
@@ -398,36 +398,39 @@ class HTTPClient:
     ) -> Download:
         """Stream ``url`` into a new locked ``.part`` file in ``tmp_dir``; the caller moves or removes it.
 
-        ``verify(path)`` (e.g. a full archive scan) runs on the finished file; a FetchError from it
-        counts as a broken body: the download is retried, and never returned.
+        ``verify(path)`` (e.g. a full archive scan) runs on the finished file: a DamagedArchive from it
+        counts as a broken body (retried, never returned), another FetchError (a refused member) is final.
         """
 
-        def attempts() -> Download:
-            last: Exception | None = None
-            for attempt in range(self.retries + 1):
-                try:
-                    return self._attempt(url, tmp_dir, accept, verify)
-                except (_Again, *_BODY_ERRORS) as exc:
-                    if self.watch.tripped or not _retryable(exc):
-                        raise
-                    last = exc
-                if attempt < self.retries:
-                    delay = self.backoff * (2**attempt)
-                    if delay >= self.watch.remaining():
-                        break
-                    log.warning(
-                        "%s: %s; retrying in %.2g s (%d/%d)",
-                        redact_url(url),
-                        redact_text(_short(last)),
-                        delay,
-                        attempt + 1,
-                        self.retries,
-                    )
-                    self._sleep(delay)
-            n = self.retries + 1
-            raise self._error(url, f"failed after {n} attempt{'s' * (n > 1)}: {_short(last)}")
+        return self._watched(
+            url, lambda: self._body_retries(url, lambda: self._attempt(url, tmp_dir, accept, verify))
+        )
 
-        return self._watched(url, attempts)
+    def _body_retries(self, url: str, attempt_once: Callable[[], Any]) -> Any:
+        """Call ``attempt_once`` again (with back-off, within the deadline) when a body breaks off."""
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                return attempt_once()
+            except (_Again, *_BODY_ERRORS) as exc:
+                if self.watch.tripped or not _retryable(exc):
+                    raise
+                last = exc
+            if attempt < self.retries:
+                delay = self.backoff * (2**attempt)
+                if delay >= self.watch.remaining():
+                    break
+                log.warning(
+                    "%s: %s; retrying in %.2g s (%d/%d)",
+                    redact_url(url),
+                    redact_text(_short(last)),
+                    delay,
+                    attempt + 1,
+                    self.retries,
+                )
+                self._sleep(delay)
+        n = self.retries + 1
+        raise self._error(url, f"failed after {n} attempt{'s' * (n > 1)}: {_short(last)}")
 
     def _attempt(
         self, url: str, tmp_dir: Path, accept: str, verify: Callable[[Path], object] | None
