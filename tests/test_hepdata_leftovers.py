@@ -138,3 +138,16 @@ def test_read_manifest_refuses_paths_outside_the_pallet(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(InputError, match="selected.workspace"):
         read_manifest(tmp_path / "empty.json")
+
+
+def test_unwritable_destination_and_cache_are_named_errors(tmp_path):
+    archive = _pallet_zip(tmp_path)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(FetchError, match=r"-> .*file.txt/p: (File exists|Not a directory)"):
+        fetch_pallet(str(archive), blocker / "p", options=FetchOptions(quiet=True))
+    with ScriptedServer({"/p.zip": serve(archive.read_bytes(), ctype="application/zip")}) as srv:
+        o = FetchOptions(cache_dir=blocker / "cache", quiet=True)
+        with pytest.raises(FetchError, match="File exists|Not a directory"):
+            fetch_pallet(f"{srv.url}/p.zip", tmp_path / "q", options=o)
+    assert blocker.read_text() == "a file, not a folder"

@@ -346,6 +346,16 @@ def fetch_pallet(
     options = options or FetchOptions()
     src = parse_source(source, resource=resource, doi_url=options.doi_url)
     dest = Path(dest).expanduser().absolute()
+    try:
+        return _fetch(src, dest, options)
+    except OSError as exc:  # a folder we cannot write, a full disk: named, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise FetchError(
+            f"source {src.shown!r} -> {dest}: {exc.strerror or type(exc).__name__}{where}"
+        ) from None
+
+
+def _fetch(src: Source, dest: Path, options: FetchOptions) -> Path:
     for path in clean_leftovers(dest):
         log.info("removed %s, left by an interrupted fetch", path)
     if src.kind == "folder":
