@@ -99,7 +99,6 @@ class Download:
     size: int
     filename: str
     url: str
-    content_type: str
     lock_fd: int | None = None
 
     def release(self) -> None:
@@ -501,9 +500,7 @@ class HTTPClient:
             progress.close()
             if expected is not None and size != expected:
                 raise _Again(f"body truncated: got {size} of {expected} bytes")
-            return Download(
-                tmp, digest.hexdigest(), size, filename, resp.url, resp.headers.get("Content-Type", "")
-            )
+            return Download(tmp, digest.hexdigest(), size, filename, resp.url)
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -22,10 +22,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from recastfit.errors import FetchError
 from recastfit.hepdata.redact import redact_text, redact_url
 
-__all__ = ["Source", "parse_source", "ARCHIVE_SUFFIXES", "HEPDATA_DOI_PREFIX"]
+__all__ = ["Source", "parse_source", "HEPDATA_DOI_PREFIX"]
 
 HEPDATA_DOI_PREFIX = "10.17182/hepdata."
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 
 # 10.17182/hepdata.<recid>.v<version>[/r<resource>]  (a bare record DOI has no /rN)
 _DOI_RE = re.compile(r"^10\.17182/hepdata\.(?P<recid>\d+)(?:\.v(?P<version>\d+))?(?:/r(?P<res>\d+))?$", re.I)
