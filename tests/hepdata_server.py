@@ -389,8 +389,9 @@ class ScriptedServer:
     ``hits[path]`` counts requests, ``sent[path]`` the body bytes a script wrote.
     """
 
-    def __init__(self, routes: dict[str, Script]):
+    def __init__(self, routes: dict[str, Script], *, tls: tuple[Path, Path] | None = None):
         self.routes = dict(routes)
+        self.tls = tls  # (certificate, key) in PEM: serve https
         self.hits: dict[str, int] = {}
         self.sent: dict[str, int] = {}
         self.stopping = threading.Event()
@@ -402,11 +403,17 @@ class ScriptedServer:
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def start(self) -> ScriptedServer:
         handler = type("Handler", (ScriptHandler,), {"server_state": self})
         self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()

@@ -132,18 +132,19 @@ class _Watch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
+        self._socks: list[_Watched] = []
         self.tripped: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.received = 0
 
     def add(self, sock: socket.socket) -> None:
+        watched = _Watched.of(sock)
         with self._lock:
-            self._socks.append(sock)
+            self._socks.append(watched)
             tripped = self.tripped
         if tripped:
-            _shutdown(sock)
+            watched.shutdown()
 
     def got(self, n: int) -> None:
         self.received += n
@@ -153,8 +154,8 @@ class _Watch:
             if self.tripped is None:
                 self.tripped = reason
             socks = list(self._socks)
-        for sock in socks:
-            _shutdown(sock)
+        for watched in socks:
+            watched.shutdown()
 
     def remaining(self) -> float:
         return self._deadline - time.monotonic()
@@ -203,6 +204,44 @@ class _Watch:
         return None
 
 
+@dataclass(frozen=True)
+class _Watched:
+    """A socket as first created, with its descriptor and addresses.
+
+    For https, urllib3 wraps the socket in an SSLSocket that takes over the descriptor (the
+    original object is detached, ``fileno() == -1``); the descriptor number and the address pair
+    still identify the connection, so a stalled TLS handshake or read can be shut down too.
+    """
+
+    sock: socket.socket
+    fd: int
+    ends: tuple[object, object]
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> _Watched:
+        try:
+            ends: tuple[object, object] = (sock.getsockname(), sock.getpeername())
+        except OSError:
+            ends = (None, None)
+        return cls(sock, sock.fileno(), ends)
+
+    def shutdown(self) -> None:
+        if self.sock.fileno() != -1:
+            _shutdown(self.sock)
+            return
+        try:
+            same = socket.socket(fileno=self.fd)  # no dup: the very connection, checked below
+        except OSError:
+            return
+        try:
+            if (same.getsockname(), same.getpeername()) == self.ends:
+                _shutdown(same)
+        except OSError:
+            pass
+        finally:
+            same.detach()  # the descriptor still belongs to the SSLSocket
+
+
 def _shutdown(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -213,25 +252,26 @@ def _shutdown(sock: socket.socket) -> None:
 def _watched_pools(watch: _Watch) -> dict[str, type]:
     """Connection-pool classes whose every new socket is registered with ``watch``."""
 
-    class Conn(urllib3.connection.HTTPConnection):
+    # named like urllib3's own classes: their names appear in urllib3's error messages
+    class HTTPConnection(urllib3.connection.HTTPConnection):
         def _new_conn(self) -> socket.socket:
             sock = super()._new_conn()
             watch.add(sock)
             return sock
 
-    class SConn(urllib3.connection.HTTPSConnection):
+    class HTTPSConnection(urllib3.connection.HTTPSConnection):
         def _new_conn(self) -> socket.socket:
             sock = super()._new_conn()
             watch.add(sock)
             return sock
 
-    class Pool(urllib3.connectionpool.HTTPConnectionPool):
-        ConnectionCls = Conn
+    class HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = HTTPConnection
 
-    class SPool(urllib3.connectionpool.HTTPSConnectionPool):
-        ConnectionCls = SConn
+    class HTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
+        ConnectionCls = HTTPSConnection
 
-    return {"http": Pool, "https": SPool}
+    return {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
 
 
 class _WatchedAdapter(requests.adapters.HTTPAdapter):
