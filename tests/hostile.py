@@ -135,7 +135,7 @@ def _child(fn: Callable[[], Any], conn: Any, out_path: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
-        conn.send(report)
+        conn.send((*report, _peak_kb("self")))  # the child's own peak: it may end before a poll
         conn.close()
         os._exit(0)
 
@@ -217,7 +217,11 @@ def run_bounded(fn: Callable[[], Any], *, seconds: float = 10, max_mb: float = 5
         return Outcome(
             CRASHED, f"child exited with {proc.exitcode}", elapsed, peak_mb, rss_mb=rss_mb, output=output
         )
-    kind, name, message, is_rf, result, tb, code = report
+    kind, name, message, is_rf, result, tb, code, own_peak_kb = report
+    rss_mb = max(peak_kb, own_peak_kb) / 1024
+    peak_mb = max(0, max(peak_kb, own_peak_kb) - (base_kb or 0)) / 1024
+    if peak_mb > max_mb:  # it finished between two polls, but went past the bound on the way
+        return Outcome(MEMORY, f"peaked at {peak_mb:.0f} MB", elapsed, peak_mb, rss_mb=rss_mb, output=output)
     return Outcome(
         None if kind == "ok" else name,
         message,

@@ -475,6 +475,15 @@ def test_harness_reports_named_errors_and_bounds(tmp_path):
     out = run_bounded(hog, max_mb=150)
     assert out.error == MEMORY and out.peak_mb > 150, out
 
+    def spike():  # up and down faster than a poll
+        block = bytearray(200 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        return len(block)
+
+    out = run_bounded(spike, max_mb=100)  # killed by a poll, or caught by the child's own peak
+    assert out.error == MEMORY and out.peak_mb > 100, out
+
     assert run_bounded(lambda: 41 + 1).result == "42"
 
     # memory is counted above what the child inherits at fork
