@@ -1,15 +1,16 @@
 """HTTP for HEPData: JSON look-ups and streaming downloads, bounded in size, time and rate.
 
 * Status retries (HTTP 429 and 5xx, with ``Retry-After`` capped), connection errors and timeouts
-  before the body are retried by urllib3's :class:`~urllib3.util.Retry`, mounted on the session.
+  before the body are retried by urllib3's :class:`~urllib3.util.Retry`, mounted on the session
+  (:mod:`recastfit.hepdata.watchdog`).
 * A body that breaks off (reset, fewer bytes than ``Content-Length``, or an archive that fails
   ``verify`` — e.g. truncated without a ``Content-Length``) is retried here, ``retries`` times with
   back-off; it never reaches the cache.
 * Every download has an overall deadline and a minimum throughput (limits
-  ``download_deadline_s`` and ``min_download_rate`` over ``min_rate_window_s``): a watchdog thread
-  shuts the sockets down when either is missed, so even a server trickling one header byte a second
-  ends in a named error. The body is capped at ``max_download_bytes``, JSON answers at
-  ``max_api_bytes``.
+  ``download_deadline_s`` and ``min_download_rate`` over ``min_rate_window_s``): a
+  :class:`~recastfit.hepdata.watchdog.Watchdog` shuts the sockets down when either is missed, so
+  even a server trickling one header byte a second ends in a named error. The body is capped at
+  ``max_download_bytes``, JSON answers at ``max_api_bytes``.
 * The archive format is checked from the first bytes: an HTML page or a 1.5 GB non-archive stops
   after the first chunk.
 * Every failure is a :class:`~recastfit.errors.FetchError` naming the source and the URL, with
@@ -18,7 +19,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import http.client
@@ -26,9 +26,7 @@ import json
 import logging
 import os
 import re
-import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,16 +35,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
-import requests.adapters
-import urllib3.connection
-import urllib3.connectionpool
 import urllib3.exceptions
-from urllib3.util import Retry
 
 import recastfit
 from recastfit.errors import FetchError
 from recastfit.hepdata.extract import MAGIC_BYTES, DamagedArchive, sniff_format
 from recastfit.hepdata.redact import redact_text, redact_url
+from recastfit.hepdata.watchdog import Watchdog, watched_adapter
 from recastfit.limits import LIMITS, limit
 from recastfit.progress import Progress, format_bytes
 
@@ -110,185 +105,6 @@ class Download:
                 pass
 
 
-class _CappedRetry(Retry):
-    """urllib3 Retry whose ``Retry-After`` wait is capped at ``backoff_max`` (a server can't park us)."""
-
-    watch: _Watch | None = None  # set on a per-client subclass: a tripped watchdog ends the retries
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.backoff_max)
-
-    def is_exhausted(self) -> bool:
-        return super().is_exhausted() or bool(self.watch is not None and self.watch.tripped)
-
-    def sleep(self, response: Any = None) -> None:
-        if self.watch is None or not self.watch.tripped:
-            super().sleep(response)
-
-
-class _Watch:
-    """Watchdog for one request at a time: shuts its sockets down on a missed deadline or rate."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._socks: list[_Watched] = []
-        self.tripped: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.received = 0
-
-    def add(self, sock: socket.socket) -> None:
-        watched = _Watched.of(sock)
-        with self._lock:
-            self._socks.append(watched)
-            tripped = self.tripped
-        if tripped:
-            watched.shutdown()
-
-    def got(self, n: int) -> None:
-        self.received += n
-
-    def trip(self, reason: str) -> None:
-        with self._lock:
-            if self.tripped is None:
-                self.tripped = reason
-            socks = list(self._socks)
-        for watched in socks:
-            watched.shutdown()
-
-    def remaining(self) -> float:
-        return self._deadline - time.monotonic()
-
-    def start(self, deadline: float, min_rate: float, window: float) -> None:
-        self.tripped, self.received = None, 0
-        self._deadline = time.monotonic() + deadline
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(deadline, min_rate, window), daemon=True, name="recastfit-fetch-watch"
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        with self._lock:
-            self._socks.clear()
-
-    def _run(self, deadline: float, min_rate: float, window: float) -> None:
-        t0 = time.monotonic()
-        samples: collections.deque[tuple[float, int]] = collections.deque([(t0, 0)])
-        tick = min(0.2, window / 10, deadline / 10)
-        while not self._stop.wait(tick):
-            now = time.monotonic()
-            if now - t0 > deadline:
-                return self.trip(
-                    f"not finished within {deadline:g} s (download_deadline_s; raise "
-                    f"{LIMITS['download_deadline_s'].env} to allow more)"
-                )
-            samples.append((now, self.received))
-            while len(samples) > 1 and samples[1][0] <= now - window:
-                samples.popleft()
-            t_old, b_old = samples[0]
-            if min_rate > 0 and (
-                now - t0 >= window
-                and t_old <= now - window + tick
-                and self.received - b_old < min_rate * window
-            ):
-                rate = (self.received - b_old) / max(now - t_old, 1e-9)
-                return self.trip(
-                    f"slower than {min_rate:g} bytes/s over {window:g} s ({rate:.0f} bytes/s; "
-                    f"min_download_rate: lower {LIMITS['min_download_rate'].env} to allow it)"
-                )
-        return None
-
-
-@dataclass(frozen=True)
-class _Watched:
-    """A socket as first created, with its descriptor and addresses.
-
-    For https, urllib3 wraps the socket in an SSLSocket that takes over the descriptor (the
-    original object is detached, ``fileno() == -1``); the descriptor number and the address pair
-    still identify the connection, so a stalled TLS handshake or read can be shut down too.
-    """
-
-    sock: socket.socket
-    fd: int
-    ends: tuple[object, object]
-
-    @classmethod
-    def of(cls, sock: socket.socket) -> _Watched:
-        try:
-            ends: tuple[object, object] = (sock.getsockname(), sock.getpeername())
-        except OSError:
-            ends = (None, None)
-        return cls(sock, sock.fileno(), ends)
-
-    def shutdown(self) -> None:
-        if self.sock.fileno() != -1:
-            _shutdown(self.sock)
-            return
-        try:
-            same = socket.socket(fileno=self.fd)  # no dup: the very connection, checked below
-        except OSError:
-            return
-        try:
-            if (same.getsockname(), same.getpeername()) == self.ends:
-                _shutdown(same)
-        except OSError:
-            pass
-        finally:
-            same.detach()  # the descriptor still belongs to the SSLSocket
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def _watched_pools(watch: _Watch) -> dict[str, type]:
-    """Connection-pool classes whose every new socket is registered with ``watch``."""
-
-    # named like urllib3's own classes: their names appear in urllib3's error messages
-    class HTTPConnection(urllib3.connection.HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch.add(sock)
-            return sock
-
-    class HTTPSConnection(urllib3.connection.HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch.add(sock)
-            return sock
-
-    class HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
-        ConnectionCls = HTTPConnection
-
-    class HTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
-        ConnectionCls = HTTPSConnection
-
-    return {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
-
-
-class _WatchedAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, watch: _Watch, retry: Retry):
-        self._pools = _watched_pools(watch)
-        super().__init__(max_retries=retry)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = self._pools
-        return manager
-
-
 class HTTPClient:
     """A requests session with retries, a watchdog and caps; one instance per fetch."""
 
@@ -305,26 +121,11 @@ class HTTPClient:
         self.timeout, self.retries, self.backoff, self.quiet = timeout, retries, backoff, quiet
         self.what = redact_text(what)  # the user's SOURCE, for messages
         self._sleep = sleep
-        self.watch = _Watch()
-        retry_cls = type("Retry", (_CappedRetry,), {"watch": self.watch})
-        self.retry = retry_cls(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            redirect=False,  # requests follows redirects itself (Session.max_redirects)
-            status_forcelist=RETRY_STATUS,
-            allowed_methods=frozenset({"GET"}),
-            backoff_factor=backoff,
-            backoff_max=max(backoff * 8, 1.0),
-            raise_on_status=False,
-            respect_retry_after_header=True,
-        )
+        self.watch = Watchdog()
         self.session = requests.Session()
         self.session.max_redirects = _MAX_REDIRECTS
         self.session.headers["User-Agent"] = f"recastfit/{recastfit.__version__} (+pallet fetcher)"
-        adapter = _WatchedAdapter(self.watch, self.retry)
+        adapter = watched_adapter(self.watch, retries=retries, backoff=backoff, status=RETRY_STATUS)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
