@@ -39,8 +39,14 @@ LIMITS: dict[str, Limit] = {
     "max_archive_members": Limit(100_000, "RECASTFIT_MAX_ARCHIVE_MEMBERS", "members of one archive"),
     "download_deadline_s": Limit(1800, "RECASTFIT_DOWNLOAD_DEADLINE", "seconds for one whole download"),
     "min_download_rate": Limit(
-        1024, "RECASTFIT_MIN_DOWNLOAD_RATE", "bytes/s averaged over 30 s below which a download stops"
+        1024,
+        "RECASTFIT_MIN_DOWNLOAD_RATE",
+        "bytes/s averaged over min_rate_window_s below which a download stops",
     ),
+    "min_rate_window_s": Limit(
+        30, "RECASTFIT_MIN_RATE_WINDOW", "seconds over which min_download_rate is averaged"
+    ),
+    "max_api_bytes": Limit(64 << 20, "RECASTFIT_MAX_API_BYTES", "one JSON answer of the HEPData API"),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
     "recast_timeout_s": Limit(
         86400, "RECASTFIT_RECAST_TIMEOUT", "seconds for one yadage-run (one recast point), unless set"

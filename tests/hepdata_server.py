@@ -17,6 +17,9 @@ Endpoints (shaped after HEPData/hepdata ``records/views.py``):
 Fault injection (each for the next ``times`` matching requests): ``fail(status)``,
 ``reset()`` (headers + half the body, then a TCP reset), ``stall(seconds)``.
 ``requests`` logs every request as (path, headers).
+
+:class:`ScriptedServer` serves hostile behaviour instead: routes are scripts that write raw bytes
+(trickled headers or bodies, endless bodies, lying ``Content-Length``, redirect loops, garbage).
 """
 
 from __future__ import annotations
@@ -30,12 +33,28 @@ import tarfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HEPDataServer", "ServedResource", "make_tar_gz", "make_zip", "DOI_PREFIX"]
+__all__ = [
+    "HEPDataServer",
+    "ServedResource",
+    "make_tar_gz",
+    "make_zip",
+    "DOI_PREFIX",
+    "ScriptedServer",
+    "ScriptHandler",
+    "serve",
+    "status",
+    "redirect",
+    "raw_reply",
+    "endless",
+    "trickle_body",
+    "trickle_headers",
+]
 
 DOI_PREFIX = "10.17182/hepdata"
 
@@ -179,7 +198,7 @@ class HEPDataServer:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> HEPDataServer:
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -234,6 +253,16 @@ class HEPDataServer:
                 }
             ]
         }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up early (a refused body, a watchdog) is normal here: no traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -345,3 +374,178 @@ class _Handler(BaseHTTPRequestHandler):
                 "file_contents": "Binary",
             },
         )
+
+
+# -- hostile servers ---------------------------------------------------------------------------------
+Script = Callable[["ScriptHandler"], None]
+
+
+class ScriptedServer:
+    """A loopback HTTP server whose routes are scripts writing raw bytes: hostile behaviour on demand.
+
+        with ScriptedServer({"/slow": trickle_body(b"\\x1f\\x8b", per_second=1)}) as srv:
+            fetch_pallet(f"{srv.url}/slow", dest, options=...)
+
+    ``hits[path]`` counts requests, ``sent[path]`` the body bytes a script wrote.
+    """
+
+    def __init__(self, routes: dict[str, Script], *, tls: tuple[Path, Path] | None = None):
+        self.routes = dict(routes)
+        self.tls = tls  # (certificate, key) in PEM: serve https
+        self.hits: dict[str, int] = {}
+        self.sent: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def start(self) -> ScriptedServer:
+        handler = type("Handler", (ScriptHandler,), {"server_state": self})
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ScriptHandler(BaseHTTPRequestHandler):
+    """Request handler for :class:`ScriptedServer`; scripts call :meth:`raw` / :meth:`respond`."""
+
+    server_state: ScriptedServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        state = self.server_state
+        path = urlsplit(self.path).path
+        with state._lock:
+            state.hits[path] = state.hits.get(path, 0) + 1
+        script = state.routes.get(path)
+        if script is None:
+            return self.respond(404, b"<html>not found</html>", ctype="text/html")
+        script(self)
+
+    def raw(self, data: bytes, *, body: bool = True) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+        if body:
+            state = self.server_state
+            path = urlsplit(self.path).path
+            with state._lock:
+                state.sent[path] = state.sent.get(path, 0) + len(data)
+
+    def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        ctype: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+        length: int | None | bool = True,
+    ) -> None:
+        """A whole response; ``length`` True: the real Content-Length, an int: that one (a lie),
+        False: none (the connection is closed after the body)."""
+        lines = [f"HTTP/1.1 {status} X", f"Content-Type: {ctype}"]
+        if length is True:
+            lines.append(f"Content-Length: {len(body)}")
+        elif length is not False and length is not None:
+            lines.append(f"Content-Length: {length}")
+        if length is False or (length is not True):
+            lines.append("Connection: close")
+            self.close_connection = True
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.raw(("\r\n".join(lines) + "\r\n\r\n").encode(), body=False)
+        if body:
+            self.raw(body)
+
+
+def serve(body: bytes, *, ctype: str = "application/gzip", length: int | bool = True) -> Script:
+    """Answer 200 with ``body``; ``length`` as in :meth:`ScriptHandler.respond`."""
+    return lambda h: h.respond(200, body, ctype=ctype, length=length)
+
+
+def status(code: int, *, headers: dict[str, str] | None = None, body: bytes = b"<html>x</html>") -> Script:
+    return lambda h: h.respond(code, body, ctype="text/html", headers=headers)
+
+
+def redirect(location: str | Callable[[ScriptHandler], str]) -> Script:
+    def script(h: ScriptHandler) -> None:
+        where = location(h) if callable(location) else location
+        h.respond(302, b"", headers={"Location": where})
+
+    return script
+
+
+def raw_reply(data: bytes) -> Script:
+    """Write ``data`` as the whole reply (status line included) and hang up."""
+
+    def script(h: ScriptHandler) -> None:
+        h.close_connection = True
+        h.raw(data, body=False)
+
+    return script
+
+
+def endless(head: bytes, *, length: int | None = None, chunk: int = 1 << 16) -> Script:
+    """200 with ``head`` then zeros until the client hangs up (``length`` announced if given)."""
+
+    def script(h: ScriptHandler) -> None:
+        h.respond(200, b"", length=length if length is not None else False)
+        h.raw(head)
+        zeros = bytes(chunk)
+        while not h.server_state.stopping.is_set():
+            h.raw(zeros)
+
+    return script
+
+
+def trickle_body(head: bytes, *, per_second: float = 1.0, length: int = 10_000) -> Script:
+    """Headers at once (Content-Length ``length``), then the body ``head`` + zeros one byte at a time."""
+
+    def script(h: ScriptHandler) -> None:
+        h.respond(200, b"", length=length)
+        data = head + bytes(max(0, length - len(head)))
+        for i in range(len(data)):
+            if h.server_state.stopping.wait(1.0 / per_second):
+                return
+            h.raw(data[i : i + 1])
+
+    return script
+
+
+def trickle_headers(*, per_second: float = 1.0) -> Script:
+    """A status line, then one header byte per ``1/per_second`` s, forever."""
+
+    def script(h: ScriptHandler) -> None:
+        h.raw(b"HTTP/1.1 200 OK\r\nX-Slow: ", body=False)
+        while not h.server_state.stopping.wait(1.0 / per_second):
+            h.raw(b"a", body=False)
+
+    return script

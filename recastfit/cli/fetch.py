@@ -11,26 +11,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from recastfit.fileio import write_json_atomic
-from recastfit.hepdata import FetchOptions, discover, fetch_pallet, read_marker, select
+from recastfit.errors import FetchError
+from recastfit.hepdata import FetchOptions, discover, fetch_pallet, select
+from recastfit.manifest import write_manifest
 
-__all__ = ["register", "run", "write_manifest"]
-
-
-def write_manifest(path: Path, source: str, folder: Path, analysis: str | None) -> dict:
-    """Write the fetch manifest JSON (atomically) and return it."""
-    found = discover(folder)
-    selected = select(found, analysis)
-    marker = read_marker(folder) or {}
-    manifest = {
-        "source": source,
-        "sha256": marker.get("sha256"),
-        "folder": str(Path(folder).absolute()),
-        "analyses": [a.to_dict() for a in found],
-        "selected": selected.to_dict(),
-    }
-    write_json_atomic(path, manifest, indent=2)
-    return manifest
+__all__ = ["register", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
         options.max_unpacked_bytes = args.max_unpacked_bytes
     folder = fetch_pallet(args.source, Path(args.dest), resource=args.resource, options=options)
     if args.manifest:
-        manifest = write_manifest(Path(args.manifest), args.source, folder, args.analysis)
+        try:
+            manifest = write_manifest(Path(args.manifest), args.source, folder, args.analysis)
+        except OSError as exc:
+            raise FetchError(f"--manifest {args.manifest}: cannot write it: {exc.strerror or exc}") from None
         found_names = [a["name"] for a in manifest["analyses"]]
     else:
         found = discover(folder)

@@ -10,6 +10,7 @@ from recastfit.hepdata.discover import FoundAnalysis, discover, select, validate
 from recastfit.hepdata.extract import safe_extract
 from recastfit.hepdata.fetch import MARKER, fetch_archive, fetch_pallet, read_marker
 from recastfit.hepdata.options import FetchOptions
+from recastfit.hepdata.redact import redact_text, redact_url
 from recastfit.hepdata.sources import Source, parse_source
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "fetch_pallet",
     "parse_source",
     "read_marker",
+    "redact_text",
+    "redact_url",
     "safe_extract",
     "select",
     "sha256_file",

@@ -13,7 +13,6 @@ reported as a miss, so a corrupted cache heals by re-fetching.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import platformdirs
 
-from recastfit.fileio import write_text_atomic
+from recastfit.errors import InputError
+from recastfit.fileio import load_json_file, write_json_atomic
 
 __all__ = ["Cache", "CacheEntry", "default_cache_dir", "sha256_file"]
 
@@ -81,8 +81,10 @@ class Cache:
         """The entry for ``key`` if present and intact; None (after cleaning up) otherwise."""
         index = self._index_path(key)
         try:
-            meta = json.loads(index.read_text())
-        except (OSError, ValueError):
+            meta = load_json_file(index, limit_name="max_config_bytes", what="cache index entry")
+        except InputError:
+            return None
+        if not isinstance(meta, dict):
             return None
         sha = str(meta.get("sha256", ""))
         blob = self.blob_path(sha)
@@ -121,9 +123,5 @@ class Cache:
             "size": size,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_text_atomic(self._index_path(key), json.dumps(meta, indent=1))
+        write_json_atomic(self._index_path(key), meta)
         return CacheEntry(key, sha256, blob, filename, url, size)
-
-    def forget(self, key: str) -> None:
-        """Drop the index entry for ``key`` (the blob stays: other keys may share it)."""
-        self._index_path(key).unlink(missing_ok=True)

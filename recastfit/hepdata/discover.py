@@ -13,13 +13,13 @@ Each analysis is named by its prefix and/or its sub-folder (``Region-combined``,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from recastfit.errors import FetchError, InputError
+from recastfit.fileio import load_json_file
 
 __all__ = ["FoundAnalysis", "discover", "select", "validate_analysis"]
 
@@ -107,11 +107,13 @@ def discover(folder: Path, *, validate: bool = True) -> list[FoundAnalysis]:
 
 
 def _load(path: Path) -> object:
+    """Strict JSON, size-capped (limit ``max_workspace_bytes``)."""
     try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise InputError(str(path), None, f"not readable JSON: {exc}") from exc
+        return load_json_file(path, limit_name="max_workspace_bytes", what="workspace or patch file")
+    except InputError as exc:
+        raise InputError(
+            str(path), None, f"not readable JSON: {str(exc).removeprefix(f'{path}: ')}"
+        ) from None
 
 
 def validate_analysis(analysis: FoundAnalysis) -> None:

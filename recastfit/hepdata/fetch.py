@@ -18,16 +18,21 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from recastfit.errors import FetchError
-from recastfit.hepdata.cache import Cache, CacheEntry, sha256_file
-from recastfit.hepdata.client import Download, HTTPClient, NotAcceptable
-from recastfit.hepdata.extract import archive_format, extract_to, staged_dir
+from recastfit.errors import FetchError, InputError
+from recastfit.fileio import inside, load_json_file
+from recastfit.hepdata.cache import Cache, CacheEntry
+from recastfit.hepdata.client import Download, HTTPClient, NotAcceptable, clean_parts
+from recastfit.hepdata.extract import archive_format, clean_leftovers, extract_to, scan_archive, staged_dir
 from recastfit.hepdata.options import FetchOptions
+from recastfit.hepdata.redact import redact_url
 from recastfit.hepdata.sources import Source, parse_source
+from recastfit.limits import LIMITS, limit
 
 __all__ = ["fetch_pallet", "fetch_archive", "read_marker", "MARKER", "HISTFACTORY"]
 
@@ -42,9 +47,10 @@ _RESOURCE_ID_RE = re.compile(r"/record/resource/(\d+)")
 def read_marker(dest: Path) -> dict | None:
     """The provenance record fetch_pallet left in ``dest`` (None if absent or unreadable)."""
     try:
-        return json.loads((Path(dest) / MARKER).read_text())
-    except (OSError, ValueError):
+        marker = load_json_file(Path(dest) / MARKER, limit_name="max_config_bytes", what="fetch marker")
+    except InputError:
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 # -- remote -> cache ----------------------------------------------------------------------------
@@ -55,13 +61,16 @@ def fetch_archive(source: Source, options: FetchOptions, cache: Cache | None = N
     if not options.refresh:
         entry = cache.lookup(key)
         if entry is not None:
-            log.info("%s: cached archive %s (sha256 %s)", source.text, entry.path, entry.sha256[:12])
+            log.info("%s: cached archive %s (sha256 %s)", source.shown, entry.path, entry.sha256[:12])
             return entry
     if options.offline:
         raise FetchError(
             f"offline: {source.describe()} is not in the cache at {cache.root} (cache key {key!r}); "
             "fetch it once with network access (without --offline) or point --cache-dir at a cache holding it"
         )
+    tmp = cache.tmp_dir()
+    for path in clean_parts(tmp):
+        log.info("removed %s, left by an interrupted download", path)
     client = HTTPClient(
         timeout=options.timeout,
         retries=options.retries,
@@ -69,22 +78,17 @@ def fetch_archive(source: Source, options: FetchOptions, cache: Cache | None = N
         quiet=options.quiet,
         what=source.text,
     )
+    verify = partial(scan_archive, max_bytes=options.max_unpacked_bytes)
     try:
-        dl = _download(source, options, client, cache.tmp_dir())
+        dl = _download(source, options, client, tmp, verify)
     finally:
         client.close()
     try:
-        try:
-            archive_format(dl.path)
-        except FetchError as exc:
-            raise FetchError(
-                f"source {source.text!r}: {dl.url} returned {dl.content_type or 'unknown content'} "
-                f"({dl.size} bytes), not a tar or zip archive"
-            ) from exc
-        entry = cache.store(key, dl.path, dl.sha256, filename=dl.filename, url=dl.url)
+        entry = cache.store(key, dl.path, dl.sha256, filename=dl.filename, url=redact_url(dl.url))
     finally:
         dl.path.unlink(missing_ok=True)
-    log.info("%s: fetched %s (%d bytes, sha256 %s)", source.text, dl.filename, dl.size, dl.sha256[:12])
+        dl.release()
+    log.info("%s: fetched %s (%d bytes, sha256 %s)", source.shown, dl.filename, dl.size, dl.sha256[:12])
     return entry
 
 
@@ -98,28 +102,31 @@ def _hepdata_base_for(url: str, options: FetchOptions) -> str:
     return options.hepdata_url if urlsplit(url).netloc.lower() in _PUBLIC_HOSTS else _base(url)
 
 
-def _download(source: Source, options: FetchOptions, client: HTTPClient, tmp: Path) -> Download:
+def _download(
+    source: Source, options: FetchOptions, client: HTTPClient, tmp: Path, verify: object
+) -> Download:
+    get = partial(client.download, tmp_dir=tmp, verify=verify)
     if source.kind == "doi":
         url = f"{options.doi_url}/{source.doi}"
         try:
-            return client.download(url, tmp)
+            return get(url)
         except NotAcceptable as exc:
             # the landing page would not hand the file over for our Accept: use ?view=true
             m = _RESOURCE_ID_RE.search(urlsplit(exc.url).path)
             if not m:
                 raise
             log.info("%s: landing page answered 406 (%s); using ?view=true", source.doi, exc.payload)
-            return client.download(f"{_base(exc.url)}/record/resource/{m.group(1)}?view=true", tmp)
+            return get(f"{_base(exc.url)}/record/resource/{m.group(1)}?view=true")
     if source.kind == "resource_url":
         base = _hepdata_base_for(source.url, options)
-        return client.download(f"{base}/record/resource/{source.resource_id}?view=true", tmp)
+        return get(f"{base}/record/resource/{source.resource_id}?view=true")
     if source.kind == "url":
-        return client.download(source.url, tmp)
+        return get(source.url)
     if source.kind == "record":
         base = _hepdata_base_for(source.url, options) if source.url else options.hepdata_url
         location = _resolve_record_resource(source, base, client)
-        return client.download(location, tmp)
-    raise FetchError(f"source {source.text!r}: not a remote source")
+        return get(location)
+    raise FetchError(f"source {source.shown!r}: not a remote source")
 
 
 def _resolve_record_resource(source: Source, base: str, client: HTTPClient) -> str:
@@ -130,22 +137,43 @@ def _resolve_record_resource(source: Source, base: str, client: HTTPClient) -> s
         params = {"format": "json"}
         if version is not None:
             params["version"] = str(version)
+        where = f"{base}/record/{ident}?format=json"
         record = client.get_json(f"{base}/record/{ident}", params=params)
         if not isinstance(record, dict) or "recid" not in record:
-            raise FetchError(f"source {source.text!r}: {base}/record/{ident}?format=json has no 'recid'")
-        recid = int(record["recid"])
-        version = int(record.get("version") or version or 1)
-    listing = client.get_json(f"{base}/record/resources/{recid}/{version}")
+            raise FetchError(f"source {source.shown!r}: {where} has no 'recid'")
+        recid = _json_int(source, where, "recid", record["recid"])
+        version = _json_int(source, where, "version", record.get("version") or version or 1)
+    where = f"{base}/record/resources/{recid}/{version}"
+    listing = client.get_json(where)
+    items = listing.get("submission_items") if isinstance(listing, dict) else None
+    if not isinstance(items, list):
+        raise FetchError(f"source {source.shown!r}: {where}: expected a 'submission_items' list")
     resources = [
         r
-        for item in (listing.get("submission_items", []) if isinstance(listing, dict) else [])
-        for r in item.get("resources", [])
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("resources"), list)
+        for r in item["resources"]
+        if isinstance(r, dict)
     ]
     chosen = _choose_resource(source, resources, recid, version)
-    location = str(chosen.get("location") or f"/record/resource/{chosen['id']}?view=true")
-    if location.startswith("http"):
+    location = chosen.get("location") or f"/record/resource/{chosen.get('id')}?view=true"
+    if not isinstance(location, str):
+        raise FetchError(f"source {source.shown!r}: {where}: resource 'location' is not a string")
+    if location.startswith(("http://", "https://")):
         return location
+    if "://" in location or location.startswith("//"):
+        raise FetchError(f"source {source.shown!r}: {where}: refusing resource location {location!r}")
     return f"{base}{location if location.startswith('/') else '/' + location}"
+
+
+def _json_int(source: Source, where: str, key: str, value: object) -> int:
+    """A positive integer from an API answer, or FetchError naming the URL and the key."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise FetchError(
+            f"source {source.shown!r}: {where}: key '{key}': expected an integer, got {value!r:.80}"
+        )
+    return int(value)
 
 
 def _resource_name(r: dict) -> str:
@@ -167,7 +195,7 @@ def _choose_resource(source: Source, resources: list[dict], recid: int, version:
         if len(pallets) == 1:
             return pallets[0]
         raise FetchError(
-            f"source {source.text!r}: {where} has {len(pallets)} {HISTFACTORY} resources ({listed}); "
+            f"source {source.shown!r}: {where} has {len(pallets)} {HISTFACTORY} resources ({listed}); "
             "name the one to fetch with --resource (config key pallet.resource)"
         )
     for r in resources:
@@ -178,7 +206,7 @@ def _choose_resource(source: Source, resources: list[dict], recid: int, version:
         if want.lower() == _resource_name(r).lower() or want == r.get("file_description"):
             return r
     raise FetchError(
-        f"source {source.text!r}: {where} has no resource named {want!r}; {HISTFACTORY} resources: {listed}"
+        f"source {source.shown!r}: {where} has no resource named {want!r}; {HISTFACTORY} resources: {listed}"
     )
 
 
@@ -199,7 +227,7 @@ def _check_dest(dest: Path) -> None:
 
 def _marker_text(source: Source, sha256: str | None, **extra: object) -> str:
     record = {
-        "source": source.text,
+        "source": source.shown,
         "key": source.cache_key(),
         "sha256": sha256,
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -208,42 +236,101 @@ def _marker_text(source: Source, sha256: str | None, **extra: object) -> str:
     return json.dumps(record, indent=1)
 
 
-def _copy_folder(source: Source, dest: Path) -> Path:
+def _copy_folder(source: Source, dest: Path, options: FetchOptions) -> Path:
     src = source.path
+    files = _scan_folder(src, options)
     if dest.resolve() == src.resolve():
         return src
     if dest.resolve().is_relative_to(src.resolve()):
         raise FetchError(f"--dest {dest}: lies inside the source folder {src}")
-    fingerprint = _sha("\n".join(_tree_listing(src)))
+    if src.resolve().is_relative_to(dest.resolve()):
+        raise FetchError(f"--dest {dest}: holds the source folder {src}; choose another destination")
+    listing = [f"{rel}:{st.st_size}:{st.st_mtime_ns}" for rel, st in files]
+    fingerprint = _sha("\n".join(listing))
     marker = read_marker(dest)
-    if marker and marker.get("fingerprint") == fingerprint and marker.get("source") == source.text:
+    if marker and marker.get("fingerprint") == fingerprint and marker.get("source") == source.shown:
         return dest
     _check_dest(dest)
     with staged_dir(dest, "copy") as tmp:
-        _copy_tree(src, tmp)
+        for rel, _st in files:
+            target = tmp.joinpath(*rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(
+                    src / rel, target
+                )  # fresh, writable permissions (shared pallets are read-only)
+            except OSError as exc:
+                raise FetchError(f"source folder {src}: cannot copy {rel}: {exc.strerror or exc}") from None
         (tmp / MARKER).write_text(_marker_text(source, None, fingerprint=fingerprint))
     return dest
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy files and folders with fresh, writable permissions (shared pallets are read-only)."""
-    for dirpath, dirnames, filenames in os.walk(src):
-        here = Path(dirpath)
-        target = dst / here.relative_to(src)
-        target.mkdir(exist_ok=True)
+def _scan_folder(src: Path, options: FetchOptions) -> list[tuple[str, os.stat_result]]:
+    """The regular files under ``src`` (relative posix path, stat), refusing what a pallet never holds.
+
+    A symbolic link that resolves outside ``src``, a link to a folder, a device or a FIFO is
+    refused; so are more files or bytes than the archive limits allow.
+    """
+    root = os.path.realpath(src)
+    max_bytes = int(options.max_unpacked_bytes or limit("max_unpacked_bytes"))
+    max_members = int(limit("max_archive_members"))
+    found: list[tuple[str, os.stat_result]] = []
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
         dirnames.sort()
-        for name in sorted(filenames):
-            if name != MARKER:
-                shutil.copyfile(here / name, target / name)
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = here / name
+            rel = path.relative_to(src).as_posix()
+            if rel == MARKER:
+                continue
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    if not inside(path, root):
+                        raise FetchError(
+                            f"source folder {src}: {rel} is a symbolic link to {os.readlink(path)!r}, "
+                            "which resolves outside the folder: refused"
+                        )
+                    st = os.stat(path)
+                    if stat.S_ISDIR(st.st_mode):
+                        raise FetchError(
+                            f"source folder {src}: {rel} is a symbolic link to a folder: refused "
+                            "(copy the folder itself)"
+                        )
+            except OSError as exc:
+                raise FetchError(f"source folder {src}: {rel}: {exc.strerror or exc}") from None
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise FetchError(f"source folder {src}: {rel} is a device, FIFO or special file: refused")
+            total += st.st_size
+            found.append((rel, st))
+            if len(found) > max_members or total > max_bytes:
+                what = "max_archive_members" if len(found) > max_members else "max_unpacked_bytes"
+                raise FetchError(
+                    f"source folder {src}: more files or bytes than the limit {what} allows "
+                    f"(raise {LIMITS[what].env} to allow it)"
+                )
+    return found
 
 
-def _tree_listing(folder: Path) -> list[str]:
-    items = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MARKER:
-            st = path.stat()
-            items.append(f"{path.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}")
-    return items
+def _local_archive_sha(source: Source) -> str:
+    """sha256 of a local archive after checking its first bytes and its size (max_download_bytes)."""
+    path = source.path
+    archive_format(path)
+    cap = int(limit("max_download_bytes"))
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            size += len(chunk)
+            if size > cap:
+                raise FetchError(
+                    f"source {source.shown!r}: {path} is larger than {cap} bytes (max_download_bytes; "
+                    f"raise {LIMITS['max_download_bytes'].env} to allow it)"
+                )
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fetch_pallet(
@@ -259,16 +346,28 @@ def fetch_pallet(
     options = options or FetchOptions()
     src = parse_source(source, resource=resource, doi_url=options.doi_url)
     dest = Path(dest).expanduser().absolute()
+    try:
+        return _fetch(src, dest, options)
+    except OSError as exc:  # a folder we cannot write, a full disk: named, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise FetchError(
+            f"source {src.shown!r} -> {dest}: {exc.strerror or type(exc).__name__}{where}"
+        ) from None
+
+
+def _fetch(src: Source, dest: Path, options: FetchOptions) -> Path:
+    for path in clean_leftovers(dest):
+        log.info("removed %s, left by an interrupted fetch", path)
     if src.kind == "folder":
-        return _copy_folder(src, dest)
+        return _copy_folder(src, dest, options)
     if src.kind == "archive":
-        archive, sha256, name = src.path, sha256_file(src.path), src.path.name
+        archive, sha256, name = src.path, _local_archive_sha(src), src.path.name
     else:
         entry = fetch_archive(src, options)
         archive, sha256, name = entry.path, entry.sha256, entry.filename
     marker = read_marker(dest)
     if marker and marker.get("sha256") == sha256 and marker.get("key") == src.cache_key():
-        log.info("%s: already extracted in %s", source, dest)
+        log.info("%s: already extracted in %s", src.shown, dest)
         return dest
     _check_dest(dest)
     extract_to(

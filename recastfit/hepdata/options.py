@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recastfit.hepdata.extract import DEFAULT_MAX_UNPACKED_BYTES
-
 __all__ = ["FetchOptions", "DEFAULT_HEPDATA_URL", "DEFAULT_DOI_URL"]
 
 DEFAULT_HEPDATA_URL = "https://www.hepdata.net"
@@ -26,7 +24,10 @@ class FetchOptions:
     when the options are created) or the public services; ``cache_dir`` None means
     RECASTFIT_CACHE_DIR or the platform's user cache dir. ``offline`` uses only the cache;
     ``refresh`` ignores it (and re-downloads). ``retries`` counts the extra attempts after a
-    transient failure, waiting ``backoff`` * 2**k seconds before attempt k+1.
+    transient failure, waiting about ``backoff`` * 2**k seconds before attempt k+1.
+    ``max_unpacked_bytes`` None means the limit ``max_unpacked_bytes`` (:mod:`recastfit.limits`);
+    download size, deadline and minimum rate are limits too (``max_download_bytes``,
+    ``download_deadline_s``, ``min_download_rate``).
     """
 
     hepdata_url: str = field(default_factory=lambda: _env("RECASTFIT_HEPDATA_URL", DEFAULT_HEPDATA_URL))
@@ -35,7 +36,7 @@ class FetchOptions:
     offline: bool = False
     timeout: float = 60.0
     retries: int = 4
-    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+    max_unpacked_bytes: int | None = None
     quiet: bool = False
     backoff: float = 1.0
     refresh: bool = False

@@ -20,11 +20,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from recastfit.errors import FetchError
+from recastfit.hepdata.redact import redact_text, redact_url
 
-__all__ = ["Source", "parse_source", "ARCHIVE_SUFFIXES", "HEPDATA_DOI_PREFIX"]
+__all__ = ["Source", "parse_source", "HEPDATA_DOI_PREFIX"]
 
 HEPDATA_DOI_PREFIX = "10.17182/hepdata."
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 
 # 10.17182/hepdata.<recid>.v<version>[/r<resource>]  (a bare record DOI has no /rN)
 _DOI_RE = re.compile(r"^10\.17182/hepdata\.(?P<recid>\d+)(?:\.v(?P<version>\d+))?(?:/r(?P<res>\d+))?$", re.I)
@@ -58,11 +58,12 @@ class Source:
     path: Path | None = None
 
     @property
-    def is_remote(self) -> bool:
-        return self.kind in ("doi", "record", "resource_url", "url")
+    def shown(self) -> str:
+        """The SOURCE as written, with any secrets in it masked (for messages and records)."""
+        return redact_text(self.text)
 
     def cache_key(self) -> str:
-        """A stable key naming this source in the cache, computable without network."""
+        """A stable key naming this source in the cache, computable without network (no secrets)."""
         if self.kind == "doi":
             return f"doi:{self.doi.lower()}"
         if self.kind == "record":
@@ -70,10 +71,10 @@ class Source:
             version = f"v{self.version}" if self.version is not None else "latest"
             return f"record:{ident}:{version}:{self.resource or '*'}"
         if self.kind == "resource_url":
-            parts = urlsplit(self.url)
+            parts = urlsplit(redact_url(self.url))
             return f"resource:{parts.scheme}://{parts.netloc}/record/resource/{self.resource_id}"
         if self.kind == "url":
-            return f"url:{self.url}"
+            return f"url:{redact_url(self.url)}"
         return f"local:{self.path}"
 
     def describe(self) -> str:
@@ -85,21 +86,23 @@ class Source:
             return f"HEPData {ident}{version}{res}"
         if self.kind == "doi":
             return f"DOI {self.doi}"
-        return self.text
+        return self.shown
 
 
 def _from_doi(doi: str, text: str, resource: str | None) -> Source:
     m = _DOI_RE.match(doi)
     if not m:
         raise FetchError(
-            f"source {text!r}: not a HEPData DOI; expected 10.17182/hepdata.<recid>.v<N>/r<M> "
+            f"source {redact_text(text)!r}: not a HEPData DOI; expected 10.17182/hepdata.<recid>.v<N>/r<M> "
             "(a resource DOI) or 10.17182/hepdata.<recid>.v<N> with a resource file name"
         )
     recid = int(m["recid"])
     version = int(m["version"]) if m["version"] else None
     if m["res"]:
         if version is None:
-            raise FetchError(f"source {text!r}: a resource DOI needs a version (.vN) before /r{m['res']}")
+            raise FetchError(
+                f"source {redact_text(text)!r}: a resource DOI needs a version (.vN) before /r{m['res']}"
+            )
         return Source("doi", text, doi=doi, recid=recid, version=version, resource_index=int(m["res"]))
     # a record DOI: the record by recid, plus the resource name
     return Source("record", text, recid=recid, version=version, resource=resource)
@@ -140,7 +143,7 @@ def parse_source(text: str, *, resource: str | None = None, doi_url: str | None 
     if text.lower().startswith("file://"):
         local = Path(unquote(urlsplit(text).path))
         if not local.exists():
-            raise FetchError(f"source {text!r}: local path {local} does not exist")
+            raise FetchError(f"source {redact_text(text)!r}: local path {local} does not exist")
         return _local(local, text)
     local = Path(text).expanduser()
     if "://" not in text and local.exists():
@@ -158,8 +161,8 @@ def parse_source(text: str, *, resource: str | None = None, doi_url: str | None 
     if text.lower().startswith(("http://", "https://")):
         return _from_url(text, resource, doi_url)
     raise FetchError(
-        f"source {text!r}: not found as a local path and not a recognised remote source; expected a "
-        "HEPData resource DOI (10.17182/hepdata.<recid>.v<N>/r<M>), a https:// URL, a record "
+        f"source {redact_text(text)!r}: not found as a local path and not a recognised remote source; "
+        "expected a HEPData resource DOI (10.17182/hepdata.<recid>.v<N>/r<M>), a https:// URL, a record "
         "(ins<inspire>[.v<N>] with a resource file name), a local archive or folder, or file://PATH"
     )
 
@@ -168,4 +171,6 @@ def _local(path: Path, text: str) -> Source:
     path = path.expanduser().resolve()
     if path.is_dir():
         return Source("folder", text, path=path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise FetchError(f"source {redact_text(text)!r}: {path} is neither a regular file nor a folder")
     return Source("archive", text, path=path)
