@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from recastfit.config import Config
-from recastfit.errors import ConfigError, InputError
+from recastfit.errors import ConfigError
 from recastfit.fileio import load_json_file, write_json_atomic
+from recastfit.manifest import read_manifest
 from recastfit.pallet import legacy_patchset, load_json, load_patchset, load_workspace
 from recastfit.patches import build_patchset, patchset_tasks
 from recastfit.results import HypotestResult, PatchTask, digest
@@ -41,8 +42,8 @@ __all__ = [
 # -- fetch -------------------------------------------------------------------------------------------
 def fetch_step(cfg: Config, dest: Path, manifest: Path) -> dict[str, Any]:
     """Fetch (download, verify, extract) the configured pallet into ``dest`` and write its manifest."""
-    from recastfit.cli.fetch import write_manifest
     from recastfit.hepdata import FetchOptions, fetch_pallet
+    from recastfit.manifest import write_manifest
 
     spec = cfg.pallet_spec
     options = FetchOptions(offline=spec.offline, quiet=cfg.quiet)
@@ -54,15 +55,6 @@ def fetch_step(cfg: Config, dest: Path, manifest: Path) -> dict[str, Any]:
         options.doi_url = spec.doi_url.rstrip("/")
     folder = fetch_pallet(spec.source, Path(dest), resource=spec.resource, options=options)
     return write_manifest(Path(manifest), spec.source, folder, spec.analysis)
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The fetch step's manifest; ``selected`` names the workspace/patchset/patch folder."""
-    manifest = load_json(path)
-    selected = manifest.get("selected") if isinstance(manifest, dict) else None
-    if not isinstance(selected, dict) or not selected.get("workspace"):
-        raise InputError(str(path), "selected.workspace", "missing: re-run the fetch step")
-    return manifest
 
 
 # -- patches -----------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def summary_line(results: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recastfit.pipeline import read_manifest, run_fit_step
+    from recastfit.manifest import read_manifest
+    from recastfit.pipeline import run_fit_step
 
     cfg = load_config(args.config)
     if args.engine:

@@ -10,7 +10,8 @@ from recastfit.config import load_config
 
 def run(args: argparse.Namespace) -> int:
     from recastfit.fileio import write_json_atomic
-    from recastfit.pipeline import read_manifest, signal_patchset
+    from recastfit.manifest import read_manifest
+    from recastfit.pipeline import signal_patchset
 
     cfg = load_config(args.config)
     spec = signal_patchset(cfg, read_manifest(Path(args.manifest)))

@@ -95,6 +95,8 @@ def discover(folder: Path, *, validate: bool = True) -> list[FoundAnalysis]:
             patchset = _patchset_for(here, prefix, filenames, len(bkgs))
             patch_dir = None if patchset else _patch_dir_for(here)
             found.append(FoundAnalysis(_name(root, here, prefix), here / bkg, patchset, patch_dir))
+        if not bkgs and "globalInfo.txt" in filenames:  # SModelS folder: the workspaces it declares
+            found += _smodels_analyses(root, here, set(bkgs))
     found.sort(key=lambda a: a.name)
     names = [a.name for a in found]
     dupes = {n for n in names if names.count(n) > 1}
@@ -104,6 +106,19 @@ def discover(folder: Path, *, validate: bool = True) -> list[FoundAnalysis]:
         for analysis in found:
             validate_analysis(analysis)
     return found
+
+
+def _smodels_analyses(root: Path, folder: Path, seen: set[str]) -> list[FoundAnalysis]:
+    """The workspace files ``globalInfo.txt`` names (jsonFiles_FullLikelihood or jsonFiles), any
+    file name, one analysis each; signals come from the folder's efficiency maps."""
+    from recastfit.signals.effmap import smodels_workspaces
+
+    out = []
+    for path in sorted(smodels_workspaces(folder)):
+        if path.name in seen:
+            continue
+        out.append(FoundAnalysis(_name(root, folder, path.stem), path, None, None))
+    return out
 
 
 def _load(path: Path) -> object:
