@@ -42,6 +42,15 @@ LIMITS: dict[str, Limit] = {
         1024, "RECASTFIT_MIN_DOWNLOAD_RATE", "bytes/s averaged over 30 s below which a download stops"
     ),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
+    "max_worker_rss_bytes": Limit(
+        2 << 30, "RECASTFIT_MAX_WORKER_RSS", "resident memory of one fit worker before it is killed"
+    ),
+    "worker_startup_s": Limit(
+        120, "RECASTFIT_WORKER_STARTUP", "seconds added to each batch's time budget (start-up, compilation)"
+    ),
+    "max_result_bytes": Limit(
+        10_000_000, "RECASTFIT_MAX_RESULT_BYTES", "one task result from a remote worker"
+    ),
 }
 
 

@@ -79,9 +79,7 @@ def run_fit_step(
 
     bkg = load_workspace(Path(manifest["selected"]["workspace"]))
     tasks = patchset_tasks(load_json(patchset_path))
-    backend = BackendConfig.from_dict(cfg.backend, file=cfg.file)
-    if "batch_size" not in cfg.backend and cfg.fit.engine == "fast":
-        backend.batch_size = FAST_BATCH_SIZE  # one compiled call fits many points at once
+    backend = BackendConfig.from_dict(cfg.backend, file=cfg.file)  # batch size: the runner's default
     store_path = Path(out).parent / "results.sqlite"
     summary = run_fits(bkg, tasks, cfg.fit, backend, store_path, cores=cores, quiet=quiet)
     ResultStore(store_path).export_results(
