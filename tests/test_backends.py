@@ -115,6 +115,46 @@ def slow_batch(delay: float, ref: BkgRef, tasks: list[PatchTask], settings: FitS
     return run_batch(ref, tasks, settings)
 
 
+def hang_for(names: tuple[str, ...], ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """Block forever (as a wedged XLA call would) whenever a batch holds one of ``names``."""
+    if any(t.name in names for t in tasks):
+        import threading
+
+        threading.Event().wait()
+    return run_batch(ref, tasks, settings)
+
+
+def balloon_for(names: tuple[str, ...], ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """Allocate 20 MB every 20 ms, up to 4 GB, whenever a batch holds one of ``names``."""
+    if any(t.name in names for t in tasks):
+        import time
+
+        hoard = []
+        for _ in range(200):
+            hoard.append(bytearray(20 << 20))  # zero-filled: resident at once
+            time.sleep(0.02)
+    return run_batch(ref, tasks, settings)
+
+
+def flag_failed(ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """``run_batch`` whose engine flags every point ``failed`` (no exception), as a non-converged fit."""
+    out = run_batch(ref, tasks, settings)
+    for entry in out["points"]:
+        entry["result"] = {**entry["result"], "status": "failed", "reason": "fit did not converge"}
+    return out
+
+
+def reporting_batch(ref: BkgRef, tasks: list[PatchTask], settings: FitSettings, progress=None) -> dict:
+    """An engine that reports each point as it finishes (0.4 s apart) through ``progress``."""
+    import time
+
+    for _ in tasks:
+        time.sleep(0.4)
+        if progress is not None:
+            progress(1)
+    return run_batch(ref, tasks, settings)
+
+
 def numbers(results: list[HypotestResult]) -> list[tuple]:
     return [(r.name, r.status, r.cls_obs, tuple(r.cls_exp or ()), r.mu_hat) for r in results]
 

@@ -205,6 +205,7 @@ class Supervisor:
 
     def kill(self) -> None:
         """Kill the child (SIGKILL) and forget it; the next call starts a new one."""
+        self.memo = set()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

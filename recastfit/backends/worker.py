@@ -17,6 +17,7 @@ This module imports no numpy at import time, so that a fresh worker can pin BLAS
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "BkgRef",
     "THREAD_ENV_VARS",
     "bounded_batch",
+    "close_supervisor",
     "init_worker",
     "json_batch",
     "pin_threads",
@@ -187,8 +189,17 @@ def _supervisor(rss_cap: int) -> Supervisor:
         _SUPERVISOR = Supervisor(
             rss_cap=rss_cap, env=thread_env(_PINNED or 1), startup_s=limit("worker_startup_s")
         )
-    _SUPERVISOR.rss_cap = int(rss_cap)
+        atexit.register(close_supervisor)
+    _SUPERVISOR.rss_cap = int(rss_cap)  # the cap travels with each task
     return _SUPERVISOR
+
+
+def close_supervisor() -> None:
+    """Stop this worker's compute child (at exit; the next bounded task starts a new one)."""
+    global _SUPERVISOR
+    if _SUPERVISOR is not None:
+        _SUPERVISOR.close()
+        _SUPERVISOR = None
 
 
 def bounded_batch(
