@@ -51,6 +51,9 @@ LIMITS: dict[str, Limit] = {
     "max_result_bytes": Limit(
         10_000_000, "RECASTFIT_MAX_RESULT_BYTES", "one task result from a remote worker"
     ),
+    "recast_timeout_s": Limit(
+        86400, "RECASTFIT_RECAST_TIMEOUT", "seconds for one yadage-run (one recast point), unless set"
+    ),
 }
 
 

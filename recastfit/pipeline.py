@@ -1,18 +1,57 @@
-"""The workflow steps behind the Snakemake rules: pallet manifest -> signal PatchSet -> results."""
+"""The workflow steps behind the Snakemake rules, as plain functions of a :class:`Config` and paths.
+
+fetch -> pallet manifest; patches -> signal PatchSet; fit_part (one share of the points, its own
+store) x ``fit.jobs``; gather -> results.sqlite + results.json; contour -> lines, figures, HEPData.
+Each step writes its outputs atomically; a point whose fit fails is a ``failed`` result, not a crash.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from recastfit.config import Config
 from recastfit.errors import ConfigError, InputError
+from recastfit.fileio import load_json_file, write_json_atomic
 from recastfit.pallet import legacy_patchset, load_json, load_patchset, load_workspace
 from recastfit.patches import build_patchset, patchset_tasks
+from recastfit.results import HypotestResult, PatchTask, digest
 
-__all__ = ["read_manifest", "signal_patchset", "run_fit_step", "FAST_BATCH_SIZE"]
+__all__ = [
+    "fetch_step",
+    "read_manifest",
+    "signal_patchset",
+    "patches_step",
+    "part_of",
+    "fit_part",
+    "gather",
+    "run_fit_step",
+    "contour_step",
+    "recast_step",
+    "overlay_step",
+]
 
-FAST_BATCH_SIZE = 256  # default points per task for engine "fast" (pyhf: BackendConfig's default)
+
+# -- fetch -------------------------------------------------------------------------------------------
+def fetch_step(cfg: Config, dest: Path, manifest: Path) -> dict[str, Any]:
+    """Fetch (download, verify, extract) the configured pallet into ``dest`` and write its manifest."""
+    from recastfit.cli.fetch import write_manifest
+    from recastfit.hepdata import FetchOptions, fetch_pallet
+
+    spec = cfg.pallet_spec
+    options = FetchOptions(offline=spec.offline, quiet=cfg.quiet)
+    if spec.cache_dir:
+        options.cache_dir = spec.cache_dir
+    if spec.hepdata_url:
+        options.hepdata_url = spec.hepdata_url.rstrip("/")
+    if spec.doi_url:
+        options.doi_url = spec.doi_url.rstrip("/")
+    folder = fetch_pallet(spec.source, Path(dest), resource=spec.resource, options=options)
+    return write_manifest(Path(manifest), spec.source, folder, spec.analysis)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -24,6 +63,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+# -- patches -----------------------------------------------------------------------------------------
 def _signal_path(cfg: Config, selected: dict, manifest_key: str) -> Path:
     raw = cfg.signal.get("path") or selected.get(manifest_key)
     if not raw:
@@ -57,7 +97,7 @@ def signal_patchset(cfg: Config, manifest: dict[str, Any]) -> dict:
         results_dir=cfg.results_dir,
     )
     for name, reason in found.skipped:
-        print(f"recastfit patches: skipped point {name}: {reason}")
+        print(f"recastfit patches: skipped point {name}: {reason}", file=sys.stderr)
     source = str(cfg.signal.get("path") or cfg.signal["type"])
     return build_patchset(
         bkg,
@@ -69,29 +109,241 @@ def signal_patchset(cfg: Config, manifest: dict[str, Any]) -> dict:
     )
 
 
+def patches_step(cfg: Config, manifest: Path, out: Path) -> int:
+    """Write the signal PatchSet; returns the number of patches."""
+    spec = signal_patchset(cfg, read_manifest(manifest))
+    write_json_atomic(out, spec)
+    return len(spec.get("patches", []))
+
+
+# -- fit ---------------------------------------------------------------------------------------------
+def part_of(task: PatchTask, parts: int) -> int:
+    """The fit job (0 .. parts-1) that owns ``task``: stable, from the patch digest.
+
+    >>> part_of(PatchTask("a", (1.0,), [{"op": "add", "path": "/x", "value": 1}]), 4) in range(4)
+    True
+    """
+    return int(hashlib.sha256(task.key().encode()).hexdigest()[:8], 16) % parts
+
+
+def _tasks(patchset: Path) -> list[PatchTask]:
+    return patchset_tasks(load_json(patchset))
+
+
+def _fit(cfg: Config, bkg: dict, tasks: Sequence[PatchTask], store: Path, *, cores: int, quiet: bool) -> Any:
+    from recastfit.runner import run_fits
+
+    return run_fits(
+        bkg,
+        tasks,
+        cfg.fit,
+        cfg.backend_config(),
+        store,
+        cores=cores,
+        quiet=quiet,
+        timeout_s=cfg.run.timeout,
+        max_memory_mb=cfg.run.max_memory_mb,
+    )
+
+
+def _stored_keys(store: Path, bkg: dict, tasks: Sequence[PatchTask], cfg: Config) -> set[str]:
+    """Patch digests already fitted (ok or failed-with-result) in the store at ``store``."""
+    if not store.exists():
+        return set()
+    from recastfit.store import ResultStore
+
+    with ResultStore(store) as db:
+        return set(db.get_many(digest(bkg), [t.key() for t in tasks], cfg.fit.key()))
+
+
+def fit_part(
+    cfg: Config,
+    manifest: Path,
+    patchset: Path,
+    *,
+    part: int,
+    parts: int,
+    out: Path,
+    cores: int,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Fit this job's share of the points into ``<results>/parts/<part>-of-<parts>.sqlite``.
+
+    Points already in the analysis's results.sqlite are not refitted. ``out`` (JSON) records the
+    share's counts; the results themselves stay in the part store until :func:`gather` merges them.
+    """
+    bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
+    mine = [t for t in _tasks(patchset) if part_of(t, parts) == part]
+    main_store = cfg.results_dir / "results.sqlite"
+    done = _stored_keys(main_store, bkg, mine, cfg)
+    todo = [t for t in mine if t.key() not in done]
+    part_store = Path(out).with_suffix(".sqlite")
+    summary = _fit(cfg, bkg, todo, part_store, cores=cores, quiet=quiet)
+    ok = sum(1 for r in summary.results if r.status == "ok")
+    record = {
+        "part": part,
+        "parts": parts,
+        "points": len(mine),
+        "from_store": len(mine) - len(todo),
+        "fitted_now": summary.done + summary.failed,
+        "ok": ok,
+        "failed": len(todo) - ok,
+        "store": part_store.name,
+    }
+    write_json_atomic(out, record)
+    return record
+
+
+def _merge(dest: Path, sources: Sequence[Path]) -> int:
+    """Copy every row of the part stores into ``dest`` (one transaction each); returns rows copied."""
+    from recastfit.store import ResultStore
+
+    copied = 0
+    with ResultStore(dest) as db:
+        for src in sources:
+            if not src.exists():
+                continue
+            with ResultStore(src) as part:
+                rows = part.rows()
+            by_key: dict[tuple[str, str, int], list] = {}
+            for row in rows:
+                res = HypotestResult.from_dict(json.loads(row["result"]))
+                by_key.setdefault((row["bkg"], row["settings"], row["error"]), []).append((row["patch"], res))
+            for (bkg, settings, error), items in by_key.items():
+                copied += db.put_many(bkg, settings, items, error=bool(error))
+    return copied
+
+
+def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], out: Path) -> str:
+    """Merge the part stores into results.sqlite and write ``results.json`` for every point."""
+    from recastfit.store import ResultStore
+
+    bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
+    tasks = _tasks(patchset)
+    store = cfg.results_dir / "results.sqlite"
+    _merge(store, [Path(p).with_suffix(".sqlite") for p in parts])
+    with ResultStore(store) as db:
+        doc = db.export_results(
+            out,
+            analysis=cfg.analysis,
+            parameters=cfg.parameters,
+            units=cfg.units,
+            labels=cfg.labels,
+            settings=cfg.fit,
+            tasks=tasks,
+            bkg_spec=bkg,
+        )
+    records = [load_json_file(p) for p in parts]
+    ok = sum(1 for p in doc["points"] if p["status"] == "ok")
+    now = sum(r.get("fitted_now", 0) for r in records)
+    line = (
+        f"{cfg.analysis}: {len(doc['points'])} points: {ok} ok, {len(doc['points']) - ok} failed; "
+        f"{now} fitted now, {len(doc['points']) - now} from the store"
+    )
+    return line
+
+
 def run_fit_step(
     cfg: Config, manifest: dict[str, Any], patchset_path: Path, out: Path, *, cores: int, quiet: bool
 ) -> int:
-    """Fit every patch (skipping those already in the store) and export ``results.json``."""
-    from recastfit.backends import BackendConfig
-    from recastfit.runner import run_fits
+    """`recastfit fit`: every patch in one process (the CLI path; the workflow fans out instead)."""
     from recastfit.store import ResultStore
 
     bkg = load_workspace(Path(manifest["selected"]["workspace"]))
-    tasks = patchset_tasks(load_json(patchset_path))
-    backend = BackendConfig.from_dict(cfg.backend, file=cfg.file)  # batch size: the runner's default
+    tasks = _tasks(patchset_path)
     store_path = Path(out).parent / "results.sqlite"
-    summary = run_fits(bkg, tasks, cfg.fit, backend, store_path, cores=cores, quiet=quiet)
-    ResultStore(store_path).export_results(
-        out,
-        analysis=cfg.analysis,
-        parameters=cfg.parameters,
-        units=cfg.units,
-        labels=cfg.labels,
-        settings=cfg.fit,
-        tasks=tasks,
-        bkg_spec=bkg,
-    )
+    summary = _fit(cfg, bkg, tasks, store_path, cores=cores, quiet=quiet)
+    with ResultStore(store_path) as db:
+        db.export_results(
+            out,
+            analysis=cfg.analysis,
+            parameters=cfg.parameters,
+            units=cfg.units,
+            labels=cfg.labels,
+            settings=cfg.fit,
+            tasks=tasks,
+            bkg_spec=bkg,
+        )
     if quiet:  # run_fits prints this line itself unless quiet; the summary is always shown once
-        print(summary.line())
+        print(summary.line(), file=sys.stderr)
     return summary.exit_code
+
+
+# -- contour -----------------------------------------------------------------------------------------
+def contour_step(cfg: Config, results: Path, outputs: dict[str, Path]) -> str:
+    """Lines (JSON + HEPData-style YAML) and the figure from ``results.json``."""
+    from recastfit.contour import contours_from_results, load_results
+    from recastfit.plot import plot_contours
+
+    opts = cfg.contour
+    data, _ = load_results(results)
+    cs = contours_from_results(data, mirror=opts.get("mirror", "auto"), level=0.05)
+    cs.to_json(outputs["json"])
+    cs.to_yaml(outputs["yaml"])
+    plot_contours(
+        data,
+        cs,
+        png=outputs["png"],
+        pdf=outputs["pdf"],
+        reference=opts.get("reference"),
+        title=opts.get("title") or cfg.analysis,
+    )
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in cs.lines.items())
+    return f"{cfg.analysis}: contour lines per kind: {counts}"
+
+
+# -- recast ------------------------------------------------------------------------------------------
+def recast_step(cfg: Config, point: str, workdir: Path, out: Path) -> str:
+    """Run the preserved analysis (yadage) for one configured point; write its yields file."""
+    from recastfit.signals.recast import run_point
+    from recastfit.signals.sources import recast_points, recast_settings
+
+    points = dict(
+        recast_points(cfg.signal, config_file=cfg.file, base_dir=Path.cwd(), parameters=cfg.parameters)
+    )
+    if point not in points:
+        raise ConfigError(cfg.file, "signal.points", f"a point named '{point}'", sorted(points)[:5])
+    settings = recast_settings(cfg.signal, config_file=cfg.file, base_dir=Path.cwd())
+    values = dict(zip(cfg.parameters, points[point], strict=True))
+    res = run_point(name=point, values=values, out=out, workdir=workdir, **settings)
+    return f"{cfg.analysis}: recast {res.name}: {len(res.channels)} channels -> {out}"
+
+
+# -- overlay -----------------------------------------------------------------------------------------
+def overlay_step(run: Any, contours: Sequence[Path], out: Path) -> str:
+    """Observed (solid) and expected (dashed) lines of several analyses on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recastfit.contour import read_contour_lines
+    from recastfit.plot import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = []
+    for i, (cfg, path) in enumerate(zip(run.configs, contours, strict=True)):
+        color = colors[i % len(colors)]
+        for j, seg in enumerate(read_contour_lines(path, "observed")):
+            ax.plot(
+                seg[:, 0], seg[:, 1], color=color, lw=2, label=f"{cfg.analysis} (obs.)" if j == 0 else None
+            )
+        if run.overlay.get("expected", True):
+            for j, seg in enumerate(read_contour_lines(path, "expected")):
+                ax.plot(
+                    seg[:, 0],
+                    seg[:, 1],
+                    color=color,
+                    ls="--",
+                    label=f"{cfg.analysis} (exp.)" if j == 0 else None,
+                )
+        labels.append(cfg.analysis)
+    first = run.configs[0]
+    ax.set_xlabel(first.labels[0])
+    ax.set_ylabel(first.labels[1] if len(first.labels) > 1 else "")
+    ax.set_title(run.overlay.get("title") or " + ".join(labels))
+    ax.legend(fontsize=8)
+    save_figure(fig, png=out)
+    plt.close(fig)
+    return f"overlay of {', '.join(labels)} -> {out}"

@@ -355,6 +355,7 @@ def run_fits(
     cores: int = 1,
     quiet: bool = False,
     timeout_s: float | None = None,
+    max_memory_mb: int | None = None,
     task_fn: Callable[..., dict[str, Any]] = run_batch,
     executor: Backend | None = None,
 ) -> RunSummary:
@@ -365,7 +366,8 @@ def run_fits(
     counted, so killing the run loses only points in flight. Tasks that raise (or whose
     worker dies) are retried ``backend.retries`` times, one point per task, then recorded as
     failed with the error. ``timeout_s`` is the budget per point (default: ``settings.timeout``
-    if the settings carry one, else :data:`DEFAULT_TIMEOUT_S`). ``task_fn`` (default
+    if the settings carry one, else :data:`DEFAULT_TIMEOUT_S`); ``max_memory_mb`` the resident
+    memory of one worker (default limit ``max_worker_rss_bytes``, 2 GiB). ``task_fn`` (default
     :func:`recastfit.backends.worker.run_batch`) and ``executor`` (an already built back end)
     are for fault injection and embedding.
     """
@@ -385,7 +387,8 @@ def run_fits(
         summary.skipped = sum(1 for k in keys if k in stored)
         finished: dict[str, HypotestResult] = dict(stored)
         if todo:
-            ex = executor or make_backend(backend, cores)
+            rss_cap = int(max_memory_mb) << 20 if max_memory_mb else None
+            ex = executor or make_backend(backend, cores, rss_cap=rss_cap)
             summary.workers = ex.workers
             progress = Progress(len(todo), label=f"fit [{backend.name}]", quiet=quiet)
             driver = _Driver(

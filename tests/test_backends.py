@@ -228,7 +228,6 @@ def test_schema_block_covers_every_backend_key_and_refuses_others() -> None:
         "user_endpoint_config": {"account": "abc", "partition": "short"},
         "resource_specification": {"num_nodes": 2},
         "amqp_port": 443,
-        "max_worker_rss_mb": 1024,
     }
     assert not list(check.iter_errors(good))
     bad = [
@@ -241,7 +240,6 @@ def test_schema_block_covers_every_backend_key_and_refuses_others() -> None:
         ({"endpoint_id": "not-a-uuid"}, "pattern"),
         ({"amqp_port": 8080}, "enum"),
         ({"parsl_provider": "pbs"}, "enum"),
-        ({"max_worker_rss_mb": 10}, "minimum"),
     ]
     for section, validator in bad:
         assert [e.validator for e in check.iter_errors(section)] == [validator], section
@@ -251,7 +249,6 @@ def test_from_dict_types_and_what_the_schema_cannot_say(monkeypatch) -> None:
     cfg = BackendConfig.from_dict({"name": "globus_compute", "endpoint_id": ENDPOINT}, file="my.yaml")
     assert (cfg.name, cfg.endpoint_id, cfg.batch_size, cfg.retries) == ("funcx", ENDPOINT, None, 2)
     assert BackendConfig.from_dict(None, file="my.yaml") == BackendConfig()
-    assert BackendConfig.from_dict({"max_worker_rss_mb": 300}, file="x").rss_cap == 300 << 20
     monkeypatch.delenv("GLOBUS_COMPUTE_ENDPOINT", raising=False)
     with pytest.raises(ConfigError, match=r"my.yaml: key 'backend.endpoint_id': expected a Globus Compute"):
         BackendConfig.from_dict({"name": "funcx"}, file="my.yaml")
@@ -272,7 +269,7 @@ ENDPOINT = "4b116d3c-1703-4f8f-9f6f-39921e5864df"
 def test_factory_sizes_and_passes_options(monkeypatch) -> None:
     ex = make_backend(BackendConfig(), cores=6)
     assert (ex.name, ex.workers, ex.threads_per_worker, ex.rss_cap) == ("local", 6, 1, 2 << 30)
-    ex = make_backend(BackendConfig(workers=2, max_worker_rss_mb=512), cores=6)
+    ex = make_backend(BackendConfig(workers=2), cores=6, rss_cap=512 << 20)
     assert (ex.workers, ex.threads_per_worker, ex.rss_cap) == (2, 3, 512 << 20)
     monkeypatch.delenv("GLOBUS_COMPUTE_ENDPOINT", raising=False)
     with pytest.raises(ConfigError, match="backend.endpoint_id"):

@@ -83,11 +83,12 @@ def test_memory_balloon_is_killed_at_the_cap_and_only_its_point_fails(
         synth_bkg(),
         synth_tasks(4),
         FitSettings(),
-        BackendConfig(batch_size=2, workers=1, max_worker_rss_mb=250),
+        BackendConfig(batch_size=2, workers=1),
         tmp_path / "r.sqlite",
         cores=1,
         quiet=True,
         timeout_s=20,
+        max_memory_mb=250,
         task_fn=partial(balloon_for, ("p01",)),
     )
     by_name = {r.name: r for r in summary.results}

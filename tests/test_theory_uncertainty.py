@@ -35,11 +35,15 @@ def test_effmap_points_carry_the_cross_section_uncertainty(stau_dir, xsec_dir) -
     normsys = [m for op in ops for m in op["value"]["modifiers"] if m["type"] == "normsys"]
     assert len(normsys) == len(ops) == 2  # one shared parameter, in both signal regions
     up, down = point.theory
-    assert normsys[0] == normsys[1] == {
-        "name": "theory_signal",
-        "type": "normsys",
-        "data": {"hi": pytest.approx(1 + up), "lo": pytest.approx(1 - down)},
-    }
+    assert (
+        normsys[0]
+        == normsys[1]
+        == {
+            "name": "theory_signal",
+            "type": "normsys",
+            "data": {"hi": pytest.approx(1 + up), "lo": pytest.approx(1 - down)},
+        }
+    )
     plain = build_patch(bkg, point, SignalOptions())
     assert not [m for op in plain for m in op["value"]["modifiers"] if m["type"] == "normsys"]
 

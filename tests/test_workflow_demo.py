@@ -35,7 +35,13 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_init_writes_a_workflow_folder(demo_run) -> None:
     assert (demo_run / "Snakefile").read_text().strip() == 'include: "workflows/Snakefile"'
-    for rel in ("workflows/Snakefile", "workflows/config/config.yaml", "workflows/rules/fit.smk"):
+    for rel in (
+        "workflows/Snakefile",
+        "workflows/config/config.yaml",
+        "workflows/rules/fit.smk",
+        "workflows/scripts/step.py",
+        "profiles/default/config.yaml",
+    ):
         assert (demo_run / rel).is_file(), rel
 
 
@@ -83,8 +89,8 @@ def test_added_points_are_the_only_ones_refitted(demo_run) -> None:
     extra = [demo.demo_points([(650.0, 0.0), (650.0, 300.0)])]
     write_yields_file(yields, points + extra[0], params)
     proc = snakemake(demo_run)
-    log = (demo_run / "results" / "demo" / "logs" / "fit.log").read_text() + proc.stdout + proc.stderr
-    assert "56 points: 2 done, 0 failed, 54 skipped (stored)" in log, log[-2000:]
+    log = (demo_run / "results" / "demo" / "logs" / "gather.log").read_text() + proc.stdout + proc.stderr
+    assert "demo: 56 points: 56 ok, 0 failed; 2 fitted now, 54 from the store" in log, log[-2000:]
     res = json.loads((demo_run / "results" / "demo" / "results.json").read_text())
     assert len(res["points"]) == 56
 

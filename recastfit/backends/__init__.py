@@ -24,8 +24,11 @@ __all__ = [
 ]
 
 
-def make_backend(config: BackendConfig, cores: int = 1) -> Backend:
+def make_backend(config: BackendConfig, cores: int = 1, *, rss_cap: int | None = None) -> Backend:
     """The back end named in ``config``; ``cores`` (Snakemake's ``--cores``) sizes local pools.
+
+    ``rss_cap`` (bytes, default limit ``max_worker_rss_bytes``, 2 GiB) is the resident memory
+    a worker may reach before the watchdog kills it (the config's ``fit.max_memory_mb``).
 
     >>> b = make_backend(BackendConfig(workers=2), cores=4)
     >>> (b.name, b.workers, b.threads_per_worker)
@@ -33,7 +36,6 @@ def make_backend(config: BackendConfig, cores: int = 1) -> Backend:
     """
     cores = max(1, int(cores))
     workers = config.workers or cores
-    rss_cap = config.rss_cap
     if config.name == "local":
         from recastfit.backends.local import LocalBackend
 

@@ -64,7 +64,6 @@ class BackendConfig:
     batch_size: int | None = None
     retries: int = 2
     workers: int | None = None
-    max_worker_rss_mb: int | None = None
     endpoint_id: str | None = None
     user_endpoint_config: dict[str, Any] | None = None
     resource_specification: dict[str, Any] | None = None
@@ -116,11 +115,6 @@ class BackendConfig:
     def resolved_endpoint_id(self) -> str | None:
         """The endpoint id from the config, else from ``$GLOBUS_COMPUTE_ENDPOINT``."""
         return self.endpoint_id or os.environ.get(ENDPOINT_ENV) or None
-
-    @property
-    def rss_cap(self) -> int:
-        """Bytes of resident memory one worker may use before it is killed."""
-        return self.max_worker_rss_mb * (1 << 20) if self.max_worker_rss_mb else default_rss_cap()
 
 
 class RunDir:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from recastfit.errors import RecastfitError
 
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "schemas")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "schemas", "scripts", "report", "envs", "profiles")
 
 
 def init_workflow(dest: Path, *, force: bool = False) -> list[Path]:
@@ -37,6 +37,9 @@ def init_workflow(dest: Path, *, force: bool = False) -> list[Path]:
         )
     root = dest / "Snakefile"
     root.write_text('include: "workflows/Snakefile"\n')
+    link = dest / "profiles"  # Snakemake finds the workflow profile (rerun-incomplete) here by itself
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(Path("workflows") / "profiles", target_is_directory=True)
     return [root, target, dest / "specs"]
 
 

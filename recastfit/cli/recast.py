@@ -1,14 +1,23 @@
-"""`recastfit recast`: run a preserved analysis (yadage workflow) for one point -> yields/<point>.json."""
+"""`recastfit recast`: run a preserved analysis (yadage workflow) for one point -> yields/<point>.json.
+
+The point name and values are checked before anything is created or removed: the name by
+:func:`recastfit.names.check_name` (no ``..``, no ``/``, no shell syntax), the values as finite
+numbers. See :mod:`recastfit.signals.recast` for how they reach the workflow (a JSON file,
+never a shell command line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from recastfit.errors import ConfigError
 
 __all__ = ["register", "run"]
+
+_CLI = "<command line>"
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str] | None:
@@ -18,7 +27,23 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str] | None:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError("<command line>", flag, "NAME=VALUE", item)
+            raise ConfigError(_CLI, flag, "NAME=VALUE", item)
+        out[key] = value
+    return out
+
+
+def _values(items: list[str]) -> dict[str, float]:
+    """``--values m1=500 m2=100`` -> finite floats (ConfigError naming --values otherwise)."""
+    from recastfit.signals.recast import MAX_VALUE
+
+    out = {}
+    for key, raw in (_pairs(items, "--values") or {}).items():
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(_CLI, "--values", "PARAM=NUMBER pairs", items) from None
+        if not abs(value) <= MAX_VALUE:  # also catches nan and inf
+            raise ConfigError(_CLI, f"--values {key}", f"a finite number with |v| <= {MAX_VALUE:g}", raw)
         out[key] = value
     return out
 
@@ -61,40 +86,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--histogram", default=None, help="histogram pattern of a ROOT output (default {region})")
     p.add_argument("--backend", default=None, help="packtivity backend string, e.g. multiproc:1")
-    p.add_argument("--timeout", type=float, default=None, help="seconds before the run is killed")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds before yadage-run and its steps are killed (default: RECASTFIT_RECAST_TIMEOUT, 24 h)",
+    )
     p.set_defaults(func=run)
 
 
+def _from_config(path: Path, point: str) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """The ``run_point`` settings of a config's recast section, and the point's values if listed."""
+    from recastfit.config import load_config
+    from recastfit.signals.sources import recast_points, recast_settings
+
+    cfg = load_config(path)
+    if cfg.signal.get("type") != "recast":
+        raise ConfigError(cfg.file, "signal.type", "recast", cfg.signal.get("type"))
+    settings = recast_settings(cfg.signal, config_file=cfg.file, base_dir=Path.cwd())
+    points = dict(
+        recast_points(cfg.signal, config_file=cfg.file, base_dir=Path.cwd(), parameters=cfg.parameters)
+    )
+    values = dict(zip(cfg.parameters, points[point], strict=True)) if point in points else None
+    settings["source"] = cfg.file
+    return settings, values
+
+
 def run(args: argparse.Namespace) -> int:
+    from recastfit.names import check_name
     from recastfit.signals.recast import run_point
 
-    settings: dict = {}
-    values = None
+    check_name(args.point, file=_CLI, key="--point", config=True)  # before anything is read or made
+    values = _values(args.values) if args.values else None
+    settings: dict[str, Any] = {"source": _CLI}
     if args.config:
-        from recastfit.config import load_config
-        from recastfit.signals.sources import recast_points, recast_settings
-
-        cfg = load_config(args.config)
-        if cfg.signal.get("type") != "recast":
-            raise ConfigError(cfg.file, "signal.type", "recast", cfg.signal.get("type"))
-        settings = recast_settings(cfg.signal, config_file=cfg.file, base_dir=Path.cwd())
-        points = dict(
-            recast_points(cfg.signal, config_file=cfg.file, base_dir=Path.cwd(), parameters=cfg.parameters)
-        )
-        if args.point not in points and not args.values:
-            raise ConfigError(cfg.file, "signal.points", f"a point named '{args.point}'", sorted(points)[:5])
-        if args.point in points:
-            values = dict(zip(cfg.parameters, points[args.point], strict=True))
+        settings, listed = _from_config(args.config, args.point)
+        if listed is None and values is None:
+            raise ConfigError(str(args.config), "signal.points", f"a point named '{args.point}'")
+        values = values or listed
     elif not args.spec:
-        raise ConfigError("<command line>", "--spec", "a yadage spec folder (or --config)")
-    if args.values:
-        raw = _pairs(args.values, "--values") or {}
-        try:
-            values = {k: float(v) for k, v in raw.items()}
-        except ValueError:
-            raise ConfigError("<command line>", "--values", "PARAM=NUMBER pairs", args.values) from None
+        raise ConfigError(_CLI, "--spec", "a yadage spec folder (or --config)")
     if not values:
-        raise ConfigError("<command line>", "--values", "PARAM=VALUE pairs for the point")
+        raise ConfigError(_CLI, "--values", "PARAM=VALUE pairs for the point")
     overrides = {
         "spec_dir": args.spec,
         "workflow": args.workflow,

@@ -1,30 +1,40 @@
-# Config validation (before any rule runs) and shared helpers.
+# The run's config, read and validated by recastfit before any rule runs; shared helpers.
 import json
-import os
+import re
 from pathlib import Path
 
-import yaml
+from recastfit.config import RunConfig
+from recastfit.errors import RecastfitError
+from recastfit.signals.sources import recast_points as _recast_points
+from recastfit.workflow_glue import clear_stale_lock, drop_outgrown_results, load_workflow_config
 
-from recastfit.config import parse_config
-from recastfit.errors import ConfigError
-
-_CONFIG_FILES = [str(f) for f in getattr(workflow, "overwrite_configfiles", None) or []]
-_CONFIG_NAME = _CONFIG_FILES[-1] if _CONFIG_FILES else "workflows/config/config.yaml"
 try:
-    CFG = parse_config(config, file=_CONFIG_NAME)
-except ConfigError as _err:
+    RUN, CONFIG_NAME = load_workflow_config(
+        workflow.overwrite_configfiles or [],
+        workflow.config_settings.config,
+        "workflows/config/config.yaml",
+    )
+except RecastfitError as _err:
     raise WorkflowError(f"recastfit: invalid configuration: {_err}") from None
 
-R = str(CFG.results_dir)
-QUIET = "--quiet" if config.get("quiet") or os.environ.get("RECASTFIT_QUIET") else ""
+CFGS = RUN.by_name() if isinstance(RUN, RunConfig) else {RUN.analysis: RUN}
+OUT = str(RUN.output)
+A = f"{OUT}/{{analysis}}"  # every per-analysis file lives under <output>/<analysis>/
+STEP = "../scripts/step.py"
+ENV = "../envs/recastfit.yaml"
 
-# The steps read the resolved config (defaults + --configfile + --config) from one file,
-# rewritten only when its content changes so that it never triggers needless reruns.
-RESOLVED_CONFIG = f"{R}/config.resolved.yaml"
-_resolved = yaml.safe_dump(dict(config), sort_keys=True)
-Path(R).mkdir(parents=True, exist_ok=True)
-if not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _resolved:
-    Path(RESOLVED_CONFIG).write_text(_resolved)
+clear_stale_lock(Path.cwd())  # locks left by a killed run (its pid is gone) are removed
+for _cfg in CFGS.values():
+    drop_outgrown_results(_cfg.results_dir)
+
+
+wildcard_constraints:
+    analysis="|".join(re.escape(n) for n in CFGS),
+
+
+def section(name: str):
+    """A config section as canonical JSON: a rule param, so that editing it reruns the rule."""
+    return lambda wc: json.dumps(CFGS[wc.analysis].raw.get(name), sort_keys=True)
 
 
 def is_local(source: str) -> bool:
@@ -40,6 +50,50 @@ def local_path(source: str) -> str:
     return source.removeprefix("file://")
 
 
-def section_param(name: str) -> str:
-    """A config section as canonical JSON: a rule param, so that editing it reruns the rule."""
-    return json.dumps(config.get(name, {}), sort_keys=True)
+def all_contours() -> list[str]:
+    files = [f"{OUT}/{name}/contour.{ext}" for name in CFGS for ext in ("json", "png")]
+    if isinstance(RUN, RunConfig) and len(CFGS) > 1:
+        files.append(f"{OUT}/overlay.png")
+    return files
+
+
+# -- recast points (signal.type: recast) --------------------------------------------------------
+try:
+    RECAST = {
+        name: dict(
+            _recast_points(cfg.signal, config_file=cfg.file, base_dir=Path.cwd(), parameters=cfg.parameters)
+        )
+        for name, cfg in CFGS.items()
+        if cfg.signal.get("type") == "recast"
+    }
+except RecastfitError as _err:
+    raise WorkflowError(f"recastfit: invalid recast points: {_err}") from None
+
+
+def fetch_inputs(wc):
+    source = CFGS[wc.analysis].pallet_spec.source
+    return [local_path(source)] if is_local(source) else []
+
+
+def signal_inputs(wc):
+    cfg = CFGS[wc.analysis]
+    if cfg.signal["type"] == "recast":
+        return recast_yields(wc.analysis)
+    # every local file the source reads (yields file, efficiency-map folder, cross sections, ...)
+    paths = [str(cfg.signal[k]) for k in ("path", "xsec", "slha") if cfg.signal.get(k)]
+    return [local_path(p) for p in paths if is_local(p) and "{" not in p]
+
+
+def fit_parts(wc):
+    n = CFGS[wc.analysis].run.jobs
+    return [f"{OUT}/{wc.analysis}/parts/{k}-of-{n}.json" for k in range(n)]
+
+
+def recast_yields(analysis: str) -> list[str]:
+    """The yields files of every recast point of ``analysis`` (input of the patches rule)."""
+    return [f"{OUT}/{analysis}/yields/{point}.json" for point in RECAST.get(analysis, {})]
+
+
+def _recast_spec_files(wc) -> list[str]:
+    spec = Path(CFGS[wc.analysis].signal["spec"])
+    return sorted(str(p) for p in spec.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".json"))

@@ -1,29 +1,39 @@
-# CLs = 0.05 lines (observed, expected, +-1 and +-2 sigma) and the figure.
-
-
-def contour_args() -> str:
-    args = ["--mirror", CFG.contour.get("mirror", "auto")]
-    if CFG.contour.get("reference"):
-        args += ["--reference", repr(CFG.contour["reference"])]
-    if CFG.contour.get("title"):
-        args += ["--title", repr(CFG.contour["title"])]
-    return " ".join(args)
+# CLs = 0.05 lines (observed, expected, +-1 and +-2 sigma), the figure and the HEPData tables.
 
 
 rule draw_contour:
     """Interpolate CLs over the grid; write contour.json/.yaml and contour.png/.pdf."""
     input:
-        f"{R}/results.json",
+        results=f"{A}/results.json",
     output:
-        json=f"{R}/contour.json",
-        yaml=f"{R}/contour.yaml",
-        png=f"{R}/contour.png",
-        pdf=f"{R}/contour.pdf",
+        json=f"{A}/contour.json",
+        yaml=f"{A}/contour.yaml",
+        png=report(f"{A}/contour.png", caption="../report/contour.rst", category="Contours"),
+        pdf=f"{A}/contour.pdf",
     params:
-        args=lambda wc: contour_args(),
-        contour=lambda wc: section_param("contour"),
+        config_name=CONFIG_NAME,
+        contour=section("contour"),
     log:
-        f"{R}/logs/contour.log",
-    shell:
-        "recastfit {QUIET} contour {input} --json {output.json} --yaml {output.yaml} "
-        "--png {output.png} --pdf {output.pdf} {params.args} > {log} 2>&1"
+        f"{A}/logs/contour.log",
+    benchmark:
+        f"{A}/benchmarks/contour.tsv"
+    conda:
+        ENV
+    script:
+        STEP
+
+
+rule overlay:
+    """Every analysis's observed and expected lines on one figure (runs with `analyses: [...]`)."""
+    input:
+        [f"{OUT}/{name}/contour.json" for name in CFGS],
+    output:
+        report(f"{OUT}/overlay.png", caption="../report/overlay.rst", category="Contours"),
+    params:
+        config_name=CONFIG_NAME,
+    log:
+        f"{OUT}/logs/overlay.log",
+    conda:
+        ENV
+    script:
+        STEP
