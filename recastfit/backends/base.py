@@ -92,7 +92,7 @@ class BackendConfig:
         if config.name == "funcx":
             config._check_funcx(file)
         if config.name == "parsl" and config.provider_options:
-            from recastfit.backends.parsl_backend import check_provider_options
+            from recastfit.backends.parsl_providers import check_provider_options
 
             check_provider_options(config.parsl_provider, config.provider_options, file=file)
         return config

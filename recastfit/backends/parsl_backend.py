@@ -3,49 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import inspect
 import json
 import shlex
 import sys
 from typing import Any
 
 from recastfit.backends.base import Backend, RunDir
+from recastfit.backends.parsl_providers import check_provider_options, provider_class
 from recastfit.backends.worker import BkgRef, thread_env
-from recastfit.errors import ConfigError
 
-__all__ = ["ParslBackend", "check_provider_options", "make_provider"]
+__all__ = ["ParslBackend", "make_provider"]
 
 _LABEL = "recastfit_htex"
-
-
-def _provider_class(name: str) -> type:
-    if name == "local":
-        from parsl.providers import LocalProvider
-
-        return LocalProvider
-    if name == "slurm":
-        from parsl.providers import SlurmProvider
-
-        return SlurmProvider
-    if name == "htcondor":
-        from parsl.providers import CondorProvider
-
-        return CondorProvider
-    raise ConfigError("config.yaml", "backend.parsl_provider", "one of local, slurm, htcondor", name)
-
-
-def check_provider_options(name: str, options: dict[str, Any], *, file: str = "config.yaml") -> None:
-    """Raise :class:`ConfigError` for a key that is not an argument of the Parsl provider ``name``."""
-    cls = _provider_class(name)
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(
-                file,
-                f"backend.provider_options.{key}",
-                f"an argument of parsl {cls.__name__} ({', '.join(sorted(allowed))})",
-                key,
-            )
 
 
 def make_provider(name: str, options: dict[str, Any], threads: int = 1) -> Any:
@@ -55,7 +24,7 @@ def make_provider(name: str, options: dict[str, Any], threads: int = 1) -> Any:
     prepended so that workers never oversubscribe the cores of a node.
     """
     check_provider_options(name, options)
-    cls = _provider_class(name)
+    cls = provider_class(name)
     opts = dict(options)
     exports = "; ".join(f"export {k}='{v}'" for k, v in thread_env(threads).items())
     user_init = opts.pop("worker_init", "")
