@@ -11,6 +11,7 @@ endpoint; the driver's side (recastfit's JSON-only ``ComputeSerializer``) is rea
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import os
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psutil
 import pytest
@@ -164,6 +166,35 @@ ROWS = [
         "a list, not a mapping",
     ),
 ]
+
+
+class _SilentService(StandInComputeService):
+    """An endpoint that accepts tasks and never answers (lost in a queue, or gone)."""
+
+    def submit(self, fn, *args, **kwargs) -> cf.Future:
+        return cf.Future()
+
+
+def _silent_row(results: Path, outside: Path) -> RunSummary:
+    service = _SilentService(json_only_serializer(), workers=1, forge=print)
+    backend = FuncxBackend(ENDPOINT, workers=1, executor=service)
+    config = BackendConfig(name="funcx", endpoint_id=ENDPOINT, batch_size=2, retries=0)
+    with mock.patch.dict(os.environ, {"RECASTFIT_WORKER_STARTUP": "0.5"}):  # budget 0.2 s x 2 + 0.5 s
+        return run_fits(
+            synth_bkg(),
+            synth_tasks(2),
+            FitSettings(),
+            config,
+            results / "r.sqlite",
+            executor=backend,
+            quiet=True,
+            timeout_s=0.2,
+        )
+
+
+ROWS.append(
+    Row("funcx: endpoint never answers", _silent_row, "failed after 1 attempt(s): no answer after 3 s")
+)
 
 
 # -- runaway local workers ---------------------------------------------------------------------------
