@@ -236,9 +236,12 @@ class _Driver:
             return
         good: list[tuple[str, HypotestResult]] = []
         bad: list[tuple[str, str]] = []
+        late: list[str] = []  # the engine stopped at its deadline before these
         for entry in out["points"]:
             if "error" in entry:
                 bad.append((entry["key"], entry["error"]))
+            elif _timed_out(entry["result"]):
+                late.append(entry["key"])
             else:
                 good.append((entry["key"], entry["result"]))
         self.store.put_many(self.bkg, self.skey, good, run_id=self.run_id)  # committed before counted
@@ -252,6 +255,8 @@ class _Driver:
         self._count(len(good))
         for key, err in bad:
             self._retry_or_fail([key], err)
+        if late:
+            self._over_budget(_Job(late), f"timeout after {self.timeout_s * len(late):.0f} s")
 
     def _over_budget(self, job: _Job, reason: str) -> None:
         """Split an overrunning batch in halves; a single point that overruns is failed."""
@@ -306,6 +311,11 @@ class _Driver:
 
 
 _POINT_KEYS = frozenset(HypotestResult.__dataclass_fields__)
+
+
+def _timed_out(res: HypotestResult) -> bool:
+    """Flagged ``failed`` by the engine because it reached the batch's deadline."""
+    return not res.ok and (res.reason or "").startswith("timeout")
 
 
 def _check_answer(out: Any, keys: list[str]) -> dict[str, Any]:
@@ -375,6 +385,8 @@ def run_fits(
     bkg = digest(bkg_spec)
     skey = settings.key()
     timeout = float(timeout_s or getattr(settings, "timeout", None) or DEFAULT_TIMEOUT_S)
+    if "timeout" in FitSettings.__dataclass_fields__:  # the engine's own deadline (not in the key)
+        settings = replace(settings, timeout=timeout)
     batch_size = backend.batch_size or default_batch_size(settings, bkg_spec)
     summary = RunSummary(total=len(tasks), backend=backend.name, batch_size=batch_size)
     with ResultStore(store_path) as store:

@@ -23,6 +23,7 @@ from recastfit.results import FitSettings, digest
 from recastfit.runner import default_batch_size, model_parameters, run_fits
 from tests.test_backends import (  # noqa: F401 (reference is a fixture)
     balloon_for,
+    deadline_for,
     flag_failed,
     hang_for,
     numbers,
@@ -187,3 +188,46 @@ def test_default_batch_size_follows_engine_and_model() -> None:
     }
     assert model_parameters(big) == 270
     assert default_batch_size(FitSettings(engine="fast"), big) == 64
+
+
+def test_points_the_engine_stopped_at_its_deadline_are_split_and_retried(reference, tmp_path: Path) -> None:  # noqa: F811
+    summary = run_fits(
+        synth_bkg(),
+        synth_tasks(4),
+        FitSettings(),
+        BackendConfig(batch_size=4, workers=1),
+        tmp_path / "r.sqlite",
+        quiet=True,
+        timeout_s=2,
+        task_fn=partial(deadline_for, ("p01", "p02")),
+    )
+    by_name = {r.name: r for r in summary.results}
+    assert (summary.done, summary.failed, summary.splits) == (2, 2, 1)  # [p01, p02] -> [p01], [p02]
+    assert by_name["p01"].reason == by_name["p02"].reason == "timeout after 2 s"
+    assert numbers([by_name["p00"], by_name["p03"]]) == numbers([reference[0], reference[3]])
+    assert _errors(tmp_path / "r.sqlite") == {"p00": 0, "p01": 1, "p02": 1, "p03": 0}
+
+
+def test_engine_hooks_progress_as_increments_and_a_deadline(monkeypatch) -> None:
+    """``run_batch`` hands the engine ``progress(done, total)`` and ``deadline`` when it takes them."""
+    import recastfit.infer as infer
+    from recastfit.results import HypotestResult
+
+    seen: dict = {}
+
+    def engine(spec, tasks, settings, *, progress=None, deadline=None):
+        seen["deadline_in"] = None if deadline is None else deadline - time.monotonic()
+        for done in (1, 1, 3):  # cumulative, repeated values allowed
+            progress(done, len(tasks))
+        return [HypotestResult(t.name, list(t.values), "ok", 0.5, [0.5] * 5, 1.0) for t in tasks]
+
+    monkeypatch.setattr(infer, "hypotest_batch", engine)
+    steps: list[int] = []
+    spec = synth_bkg()
+    settings = FitSettings()
+    if "timeout" in FitSettings.__dataclass_fields__:
+        settings = FitSettings(timeout=2.0)
+    out = run_batch(BkgRef(digest(spec), spec=spec), synth_tasks(3), settings, progress=steps.append)
+    assert steps == [1, 2] and [p["result"]["status"] for p in out["points"]] == ["ok"] * 3
+    if "timeout" in FitSettings.__dataclass_fields__:
+        assert 5.0 < seen["deadline_in"] <= 6.0  # 2 s per point x 3 points

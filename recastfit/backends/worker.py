@@ -134,11 +134,29 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _engine_call(spec: dict, tasks: list[PatchTask], settings: FitSettings, progress: Any) -> list:
+    """The engine on ``tasks``, with the hooks it accepts: ``progress(done, total)`` (turned into
+    increments for the driver) and a ``deadline`` of ``settings.timeout`` per point, so that the
+    engine can stop and return what it finished before the watchdog has to kill the process."""
+    import time
+
     from recastfit.infer import hypotest_batch
 
-    if progress is not None and "progress" in inspect.signature(hypotest_batch).parameters:
-        return hypotest_batch(spec, tasks, settings, progress=progress)
-    return hypotest_batch(spec, tasks, settings)
+    accepted = inspect.signature(hypotest_batch).parameters
+    hooks: dict[str, Any] = {}
+    if progress is not None and "progress" in accepted:
+        reported = [0]
+
+        def engine_progress(done: int, total: int | None = None) -> None:
+            step = int(done) - reported[0]
+            if step > 0:
+                reported[0] = int(done)
+                progress(step)
+
+        hooks["progress"] = engine_progress
+    timeout = getattr(settings, "timeout", None)
+    if timeout and "deadline" in accepted:
+        hooks["deadline"] = time.monotonic() + float(timeout) * len(tasks)
+    return hypotest_batch(spec, tasks, settings, **hooks)
 
 
 def run_batch(
