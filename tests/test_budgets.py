@@ -222,6 +222,7 @@ def test_engine_hooks_progress_as_increments_and_a_deadline(monkeypatch) -> None
         return [HypotestResult(t.name, list(t.values), "ok", 0.5, [0.5] * 5, 1.0) for t in tasks]
 
     monkeypatch.setattr(infer, "hypotest_batch", engine)
+    monkeypatch.setenv("RECASTFIT_WORKER_STARTUP", "4")
     steps: list[int] = []
     spec = synth_bkg()
     settings = FitSettings()
@@ -230,4 +231,4 @@ def test_engine_hooks_progress_as_increments_and_a_deadline(monkeypatch) -> None
     out = run_batch(BkgRef(digest(spec), spec=spec), synth_tasks(3), settings, progress=steps.append)
     assert steps == [1, 2] and [p["result"]["status"] for p in out["points"]] == ["ok"] * 3
     if "timeout" in FitSettings.__dataclass_fields__:
-        assert 5.0 < seen["deadline_in"] <= 6.0  # 2 s per point x 3 points
+        assert 7.0 < seen["deadline_in"] <= 8.0  # 2 s per point x 3 points + half of 4 s

@@ -135,8 +135,9 @@ def _error_text(exc: BaseException) -> str:
 
 def _engine_call(spec: dict, tasks: list[PatchTask], settings: FitSettings, progress: Any) -> list:
     """The engine on ``tasks``, with the hooks it accepts: ``progress(done, total)`` (turned into
-    increments for the driver) and a ``deadline`` of ``settings.timeout`` per point, so that the
-    engine can stop and return what it finished before the watchdog has to kill the process."""
+    increments for the driver) and a ``deadline``: ``settings.timeout`` per point plus half the
+    start-up allowance, so that the engine stops and returns what it finished before the
+    watchdog (``timeout`` per point plus the whole allowance) has to kill the process."""
     import time
 
     from recastfit.infer import hypotest_batch
@@ -155,7 +156,8 @@ def _engine_call(spec: dict, tasks: list[PatchTask], settings: FitSettings, prog
         hooks["progress"] = engine_progress
     timeout = getattr(settings, "timeout", None)
     if timeout and "deadline" in accepted:
-        hooks["deadline"] = time.monotonic() + float(timeout) * len(tasks)
+        allowance = 0.5 * limit("worker_startup_s")
+        hooks["deadline"] = time.monotonic() + float(timeout) * len(tasks) + allowance
     return hypotest_batch(spec, tasks, settings, **hooks)
 
 
