@@ -167,9 +167,14 @@ def test_engine_flagged_failures_are_counted_as_failed(tmp_path: Path, capsys) -
 
 
 def test_default_batch_size_follows_engine_and_model() -> None:
+    import recastfit.infer as infer
+
     small = synth_bkg()
     assert model_parameters(small) == 1 + 3 + 2  # bkg_norm + staterror per bin
     assert default_batch_size(FitSettings(), small) == 4
+    if hasattr(infer, "suggested_batch_size"):  # the engine knows its own memory best
+        assert default_batch_size(FitSettings(engine="fast"), small) == infer.suggested_batch_size(small)
+        return
     assert default_batch_size(FitSettings(engine="fast"), small) == 256
     big = {
         "channels": [
