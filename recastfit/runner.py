@@ -402,6 +402,8 @@ def run_fits(
             rss_cap = int(max_memory_mb) << 20 if max_memory_mb else None
             ex = executor or make_backend(backend, cores, rss_cap=rss_cap)
             summary.workers = ex.workers
+            if backend.batch_size is None:  # chosen here: keep every worker busy on small runs
+                batch_size = summary.batch_size = max(1, min(batch_size, math.ceil(len(todo) / ex.workers)))
             progress = Progress(len(todo), label=f"fit [{backend.name}]", quiet=quiet)
             driver = _Driver(
                 ex, store, todo, settings, backend, bkg_spec, task_fn, progress,

@@ -157,11 +157,12 @@ def test_engine_flagged_failures_are_counted_as_failed(tmp_path: Path, capsys) -
         synth_bkg(),
         synth_tasks(4),
         FitSettings(),
-        BackendConfig(batch_size=4, workers=1),
+        BackendConfig(workers=2),
         tmp_path / "r.sqlite",
         task_fn=flag_failed,
     )
     assert (summary.done, summary.failed, summary.exit_code) == (0, 4, 0)
+    assert summary.batch_size == 2  # pyhf's default 4, cut so that both workers get points
     assert "4 points: 0 done, 4 failed, 0 skipped" in capsys.readouterr().err
     assert summary.errors == {f"p{i:02d}": "fit did not converge" for i in range(4)}
 
