@@ -110,9 +110,9 @@ def test_supervisor_kills_and_replaces_its_child() -> None:
             sup.call(time.sleep, (60,), budget_s=1.0)
         assert time.monotonic() - t0 < 5 and not sup.alive
         assert sup.call(os.getpid) != first and sup.starts == 2  # a fresh child, same supervisor
-        sup.rss_cap = rss_bytes(sup.pid) + (50 << 20)
-        with pytest.raises(BudgetExceeded, match="worker exceeded"):
-            sup.call(bytearray, (500 << 20,), budget_s=30)
+        cap = rss_bytes(sup.pid) + (50 << 20)
+        with pytest.raises(BudgetExceeded, match=f"worker exceeded {cap >> 20} MB"):
+            sup.call(bytearray, (500 << 20,), budget_s=30, rss_cap=cap)
     finally:
         sup.close()
 

@@ -52,9 +52,8 @@ class LocalBackend(Backend):
     def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
         """Every child (present and future) receives ``spec`` once, in its set-up call."""
         self.start()
-        for sup in self._all:
-            sup.setup = [(init_worker, (self.threads_per_worker, spec, bkg_digest))]
-            sup.kill()  # a running child lacks it: the next call starts one that has it
+        for sup in self._all:  # a running child lacks it: the next call starts one that has it
+            sup.reset([(init_worker, (self.threads_per_worker, spec, bkg_digest))])
         self.background_bytes = self.workers * len(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
         return BkgRef(bkg_digest)
 

@@ -132,7 +132,12 @@ class Supervisor:
         self.memo = set()
         self.starts += 1
         for fn, args in self.setup:
-            self._exchange(fn, args, {}, self.startup_s, None)
+            self._exchange(fn, args, {}, self.startup_s, None, self.rss_cap)
+
+    def reset(self, setup: Sequence[SetupCall]) -> None:
+        """New set-up calls; the current child (set up the old way) is stopped."""
+        self.kill()
+        self.setup = list(setup)
 
     def call(
         self,
@@ -141,14 +146,17 @@ class Supervisor:
         kwargs: dict[str, Any] | None = None,
         *,
         budget_s: float | None = None,
+        rss_cap: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Any:
-        """``fn(*args, **kwargs)`` in the child; raises :class:`BudgetExceeded`,
-        :class:`WorkerLost` or :class:`TaskError` (or the task's own exception when it pickles)."""
+        """``fn(*args, **kwargs)`` in the child, within ``budget_s`` seconds and ``rss_cap`` bytes
+        (default: the supervisor's cap); raises :class:`BudgetExceeded`, :class:`WorkerLost` or
+        :class:`TaskError` (or the task's own exception when it pickles)."""
         if not self.alive:
             self.kill()
             self._spawn()
-        return self._exchange(fn, tuple(args), dict(kwargs or {}), budget_s, progress)
+        cap = int(rss_cap or self.rss_cap)
+        return self._exchange(fn, tuple(args), dict(kwargs or {}), budget_s, progress, cap)
 
     def _exchange(
         self,
@@ -157,6 +165,7 @@ class Supervisor:
         kwargs: dict[str, Any],
         budget_s: float | None,
         progress: Callable[[int], None] | None,
+        rss_cap: int,
     ) -> Any:
         conn, proc = self._conn, self._proc
         assert conn is not None and proc is not None
@@ -191,9 +200,9 @@ class Supervisor:
                 self.kill()
                 raise BudgetExceeded(f"timeout after {budget_s:.0f} s")
             used = rss_bytes(proc.pid)
-            if used > self.rss_cap:
+            if used > rss_cap:
                 self.kill()
-                raise BudgetExceeded(f"worker exceeded {self.rss_cap >> 20} MB (resident {used >> 20} MB)")
+                raise BudgetExceeded(f"worker exceeded {rss_cap >> 20} MB (resident {used >> 20} MB)")
 
     def _reap(self, proc: subprocess.Popen) -> int | None:
         try:

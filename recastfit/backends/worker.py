@@ -210,7 +210,6 @@ def _supervisor(rss_cap: int) -> Supervisor:
             rss_cap=rss_cap, env=thread_env(_PINNED or 1), startup_s=limit("worker_startup_s")
         )
         atexit.register(close_supervisor)
-    _SUPERVISOR.rss_cap = int(rss_cap)  # the cap travels with each task
     return _SUPERVISOR
 
 
@@ -238,9 +237,10 @@ def bounded_batch(
     sup = _supervisor(rss_cap)
     try:
         if ref.digest not in sup.memo:
-            sup.call(preload, (spec, ref.digest), budget_s=sup.startup_s)
+            sup.call(preload, (spec, ref.digest), budget_s=sup.startup_s, rss_cap=rss_cap)
             sup.memo.add(ref.digest)
-        return sup.call(fn, (BkgRef(ref.digest, path=ref.path), tasks, settings), budget_s=budget_s)
+        args = (BkgRef(ref.digest, path=ref.path), tasks, settings)
+        return sup.call(fn, args, budget_s=budget_s, rss_cap=rss_cap)
     except BudgetExceeded as exc:
         return {"budget": exc.reason}
 
