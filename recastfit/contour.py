@@ -19,7 +19,6 @@ True
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ import numpy as np
 from scipy.spatial import Delaunay, QhullError
 from scipy.stats import norm
 
-from recastfit.errors import InputError
+from recastfit.errors import ConfigError, InputError
+from recastfit.fileio import load_json_file, write_json_atomic, write_text_atomic
 
 __all__ = [
     "LINE_KINDS",
@@ -44,6 +44,9 @@ __all__ = [
     "results_arrays",
     "contours_from_results",
     "read_contour_lines",
+    "ContourOptions",
+    "figure_from_results",
+    "draw_contour_files",
 ]
 
 # line name -> which CLs it is built from: "obs" or the index into cls_exp (pyhf order -2..+2 sigma)
@@ -132,12 +135,18 @@ def interpolate_fields(
     zz = z[:, None] if z.ndim == 1 else z
     if len(points) < 3:
         raise ValueError(f"need at least 3 usable points to interpolate, got {len(points)}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("grid coordinates must be finite numbers")
     lo, hi = points.min(axis=0), points.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
+    with np.errstate(over="ignore"):
+        span = np.where(hi > lo, hi - lo, 1.0)
+    if not np.all(np.isfinite(span)):
+        raise ValueError(f"grid coordinates span too wide a range to interpolate ({lo} to {hi})")
     try:
         hull = Delaunay((points - lo) / span)
     except QhullError as exc:
-        raise ValueError(f"the points do not span a 2D region (all on a line?): {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "Qhull error"
+        raise ValueError(f"the points do not span a 2D region (all on a line?): {first}") from None
     src, val = _mirror(points, zz) if mirror else (points, zz)
     src = (src - lo) / span
     gx, gy = np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
@@ -199,12 +208,10 @@ def load_results(results: Mapping[str, Any] | str | Path) -> tuple[dict, str]:
     if isinstance(results, Mapping):
         return dict(results), "<results>"
     path = Path(results)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(str(path), None, "results file not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), None, f"not valid JSON: {exc}") from None
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(str(path), None, f"results file {what}")
+    data = load_json_file(path, what="results file")
     if not isinstance(data, dict):
         raise InputError(str(path), None, f"expected a JSON object, got {type(data).__name__}")
     return data, str(path)
@@ -225,12 +232,23 @@ def results_arrays(results: Mapping[str, Any], source: str = "<results>") -> dic
         v = p.get("values") if isinstance(p, dict) else None
         if not isinstance(v, list | tuple) or len(v) != 2:
             raise InputError(source, f"points[{i}].values", f"expected 2 grid coordinates, got {v!r}")
-        values[i] = [float(t) for t in v]
+        try:
+            values[i] = [float(t) for t in v]
+        except (TypeError, ValueError):
+            raise InputError(source, f"points[{i}].values", f"expected 2 numbers, got {v!r}") from None
+        if not np.all(np.isfinite(values[i])):
+            raise InputError(source, f"points[{i}].values", f"expected finite numbers, got {v!r}")
         ce = p.get("cls_exp")
-        if p.get("status", "ok") != "ok" or p.get("cls_obs") is None or ce is None or len(ce) != 5:
+        if p.get("status", "ok") != "ok" or p.get("cls_obs") is None or ce is None:
             failed[i] = True
             continue
-        obs[i], exp[i] = float(p["cls_obs"]), [float(c) for c in ce]
+        if not isinstance(ce, list | tuple) or len(ce) != 5:
+            raise InputError(source, f"points[{i}].cls_exp", f"expected 5 expected CLs values, got {ce!r}")
+        try:
+            obs[i], exp[i] = float(p["cls_obs"]), [float(c) for c in ce]
+        except (TypeError, ValueError):
+            got = {"cls_obs": p["cls_obs"], "cls_exp": ce}
+            raise InputError(source, f"points[{i}]", f"expected numeric CLs values, got {got!r}") from None
         if not (np.isfinite(obs[i]) and np.all(np.isfinite(exp[i]))):
             failed[i] = True
     obs[failed], exp[failed] = np.nan, np.nan
@@ -264,55 +282,31 @@ class ContourSet:
             "lines": {k: [np.round(seg, 6).tolist() for seg in segs] for k, segs in self.lines.items()},
         }
 
-    def to_json(self, path: str | Path) -> Path:
+    def to_json(self, path: str | Path, **extra: Any) -> Path:
+        """Write :meth:`to_dict` (plus ``extra`` keys, e.g. ``hepdata_record``) atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_json_atomic(path, {**self.to_dict(), **extra})
         return path
 
-    def to_yaml(self, path: str | Path) -> Path:
-        """HEPData-style tables, one YAML document per polyline (x independent, y dependent)."""
-        import yaml
+    def to_yaml(
+        self,
+        path: str | Path,
+        arrays: Mapping[str, np.ndarray] | None = None,
+        options: Any = None,
+        *,
+        hepdata_record: str | int | None = None,
+    ) -> Path:
+        """A single-file HEPData submission (header, then one table per polyline and, with
+        ``arrays``, the CLs grid table); see :mod:`recastfit.submission`."""
+        from recastfit.submission import single_file_text
 
-        docs = []
-        xname, yname = (self.parameters + ["x", "y"])[:2]
-        xunit, yunit = (self.units + ["", ""])[:2]
-        for kind, segs in self.lines.items():
-            for i, seg in enumerate(segs):
-                quals = [
-                    {"name": "analysis", "value": self.analysis},
-                    {"name": "contour", "value": kind},
-                    {"name": "segment", "value": i},
-                    {"name": "CLs", "value": self.level},
-                ]
-                docs.append(
-                    {
-                        "name": f"{kind} contour {i}",
-                        "description": f"{kind} CLs = {self.level:g} exclusion contour of "
-                        f"{self.analysis}, segment {i} of {len(segs)}",
-                        "independent_variables": [
-                            {
-                                "header": {"name": xname, "units": xunit},
-                                "values": [{"value": round(float(v), 6)} for v in seg[:, 0]],
-                            }
-                        ],
-                        "dependent_variables": [
-                            {
-                                "header": {"name": yname, "units": yunit},
-                                "qualifiers": quals,
-                                "values": [{"value": round(float(v), 6)} for v in seg[:, 1]],
-                            }
-                        ],
-                    }
-                )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False) if docs else "")
+        write_text_atomic(path, single_file_text(self, arrays, options, hepdata_record=hepdata_record))
         return path
 
     @classmethod
     def from_json(cls, path: str | Path) -> ContourSet:
-        d = json.loads(Path(path).read_text())
+        d = load_json_file(path, what="contour file")
         lines = {k: [np.asarray(s, dtype=float).reshape(-1, 2) for s in v] for k, v in d["lines"].items()}
         return cls(
             d.get("analysis", ""),
@@ -344,12 +338,15 @@ def contours_from_results(
     method: str = "rbf",
     resolution: int = 300,
     sigma_max: float = 5.0,
+    source: str | None = None,
 ) -> ContourSet:
     """Observed, expected and +-1/2 sigma CLs = ``level`` lines from a results.json (path or dict).
 
-    ``mirror="auto"`` mirrors across ``m2 = m1`` only when every point has ``m2 <= m1``.
+    ``mirror="auto"`` mirrors across ``m2 = m1`` only when every point has ``m2 <= m1``;
+    ``source`` names the results in errors when ``results`` is a dict read from a file.
     """
-    data, source = load_results(results)
+    data, name = load_results(results)
+    source = source or name
     arr = results_arrays(data, source)
     ok = ~arr["failed"]
     if ok.sum() < 3:
@@ -378,40 +375,247 @@ def contours_from_results(
     )
 
 
+def _yaml_documents(text: str, source: str) -> list[Any]:
+    """All documents of a YAML stream, with :mod:`recastfit.fileio`'s alias-free safe loader."""
+    import yaml
+
+    from recastfit.fileio import _NoAliasLoader
+
+    try:
+        return list(yaml.load_all(text, Loader=_NoAliasLoader))  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise InputError(source, None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except RecursionError:
+        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+
+
 def read_contour_lines(path: str | Path, kind: str = "observed") -> list[np.ndarray]:
-    """Reference lines from a file: contour.json (its ``kind`` lines), HEPData YAML (each table's
-    first independent vs first dependent variable; tables qualified with another ``contour`` are
-    skipped) or whitespace/comma-separated text (x y per line, one polyline)."""
+    """Reference lines from a file: contour.json (its ``kind`` lines), HEPData YAML (a data file or
+    a single-file submission such as our contour.yaml: each table with one independent variable,
+    first independent vs first dependent variable; tables qualified with another ``contour`` and
+    documents without data are skipped) or whitespace/comma-separated text (x y per line, one
+    polyline). Files are read with the size cap of :mod:`recastfit.limits`."""
+    from recastfit.fileio import read_text_capped
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(str(path), None, "reference contour file not found")
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "not found"
+        raise InputError(str(path), None, f"reference contour file {what}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":
-            d = json.loads(path.read_text())
+            d = load_json_file(path, what="reference contour")
             segs = d["lines"][kind] if isinstance(d, dict) else d
             return [np.asarray(s, dtype=float).reshape(-1, 2) for s in segs]
+        text = read_text_capped(path, what="reference contour")
         if suffix in (".yaml", ".yml"):
-            import yaml
-
             out = []
-            for doc in yaml.safe_load_all(path.read_text()):
-                if not doc:
+            for doc in _yaml_documents(text, str(path)):
+                if not isinstance(doc, dict) or "dependent_variables" not in doc:
                     continue
+                if len(doc.get("independent_variables") or []) != 1:
+                    continue  # a 2D table (e.g. the CLs grid), not a line
                 quals = doc["dependent_variables"][0].get("qualifiers") or []
                 if any(q.get("name") == "contour" and q.get("value") != kind for q in quals):
                     continue
                 xs = [v["value"] for v in doc["independent_variables"][0]["values"]]
                 ys = [v["value"] for v in doc["dependent_variables"][0]["values"]]
                 out.append(np.c_[np.asarray(xs, float), np.asarray(ys, float)])
+            if not out:
+                raise ValueError("no table with one independent and one dependent variable")
             return out
         rows = [
             [float(t) for t in line.replace(",", " ").split()[:2]]
-            for line in path.read_text().splitlines()
+            for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
         return [np.asarray(rows, dtype=float).reshape(-1, 2)]
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             str(path), None, f"expected contour.json, HEPData YAML (x, y tables) or 'x y' text: {exc}"
         ) from None
+
+
+_STYLES = ("plain", "atlas", "cms")
+_SQRTS_PATTERN = r"^\s*\d+(\.\d+)?\s*(TeV|GeV)\s*$"
+
+
+@dataclass(frozen=True)
+class ContourOptions:
+    """The ``contour:`` section of the config: how lines are computed, drawn and published.
+
+    >>> ContourOptions.from_dict({"sqrts": "13 TeV", "phrases": ["SUSY"]}, file="c.yaml").phrases
+    ('SUSY',)
+    >>> ContourOptions.from_dict({"band2": "yes"}, file="c.yaml")
+    Traceback (most recent call last):
+    ...
+    recastfit.errors.ConfigError: c.yaml: key 'contour.band2': expected true or false, got 'yes'
+    """
+
+    mirror: str = "auto"  # auto | diagonal | none
+    level: float = 0.05  # CLs level of the lines
+    method: str = "rbf"  # rbf | linear
+    resolution: int = 300  # interpolation nodes per axis
+    reference: str | None = None  # a published contour to overlay (contour.json, HEPData YAML, 'x y' text)
+    reference_label: str = "published"
+    title: str | None = None  # figure title (default: the analysis name; "" for none)
+    band2: bool = True  # draw the expected +-2 sigma band
+    sqrts: str | None = None  # e.g. "13 TeV" (also the HEPData cmenergies keyword)
+    lumi: str | None = None  # e.g. "139 fb$^{-1}$"
+    label: str | None = None  # analysis text on the figure
+    style: str = "plain"  # plain | atlas | cms (mplhep)
+    color_by: str = "cls"  # cls | significance
+    location: str | None = None  # HEPData table location, e.g. "Reinterpretation of Figure 8a"
+    description: str | None = None  # HEPData submission comment, appended to each table's description
+    reactions: tuple[str, ...] = ()  # HEPData keywords, e.g. "P P --> CHARGINO1 NEUTRALINO2 X"
+    phrases: tuple[str, ...] = ()  # HEPData keywords, e.g. "Supersymmetry"
+
+    @classmethod
+    def from_dict(cls, section: Mapping[str, Any] | None, *, file: str) -> ContourOptions:
+        """Options from a ``contour:`` section; a bad value is a :class:`ConfigError` naming
+        ``file`` and ``contour.<key>`` (the schema checks the same, this also guards the API)."""
+        import re
+
+        section = dict(section or {})
+        known = {f.name for f in cls.__dataclass_fields__.values()}
+        for key in section:
+            if key not in known:
+                raise ConfigError(
+                    file, f"contour.{key}", f"no such key (allowed: {', '.join(sorted(known))})"
+                )
+
+        def want(key: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ConfigError(file, f"contour.{key}", expected, section[key])
+
+        kw: dict[str, Any] = {}
+        for key, value in section.items():
+            if value is None and key in (
+                "reference",
+                "title",
+                "sqrts",
+                "lumi",
+                "label",
+                "location",
+                "description",
+            ):
+                continue
+            if key in ("mirror", "method", "style", "color_by"):
+                allowed = {
+                    "mirror": ("auto", "diagonal", "none"),
+                    "method": ("rbf", "linear"),
+                    "style": _STYLES,
+                    "color_by": ("cls", "significance"),
+                }[key]
+                want(key, value in allowed, "one of " + ", ".join(allowed))
+            elif key == "level":
+                good = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+                want(key, good, "a CLs level between 0 and 1 (e.g. 0.05)")
+                value = float(value)
+            elif key == "resolution":
+                want(
+                    key,
+                    isinstance(value, int) and not isinstance(value, bool) and 20 <= value <= 2000,
+                    "an integer from 20 to 2000",
+                )
+            elif key == "band2":
+                want(key, isinstance(value, bool), "true or false")
+            elif key in ("reactions", "phrases"):
+                good = isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+                want(key, good, "a list of non-empty strings")
+                value = tuple(value)
+            else:
+                want(key, isinstance(value, str), "a string")
+                if key == "sqrts":
+                    want(key, re.match(_SQRTS_PATTERN, value) is not None, "an energy like '13 TeV'")
+            kw[key] = value
+        return cls(**kw)
+
+
+def figure_from_results(
+    results: Mapping[str, Any] | str | Path,
+    contour_set: ContourSet,
+    *,
+    reference: str | Path | Sequence[np.ndarray] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """:func:`recastfit.plot.plot_contours` for a results.json (path or dict) and an optional
+    reference contour file; ``kwargs`` go to ``plot_contours`` (png, pdf, style, show_band2, ...)."""
+    from recastfit.plot import plot_contours
+
+    data, source = load_results(results)
+    arrays = results_arrays(data, source)
+    ref = read_contour_lines(reference) if isinstance(reference, str | Path) else reference
+    return plot_contours(arrays, contour_set, reference_lines=ref, **kwargs)
+
+
+def draw_contour_files(
+    results_json: str | Path,
+    out_dir: str | Path,
+    options: ContourOptions | None = None,
+    *,
+    hepdata_record: str | int | None = None,
+    figure: bool = True,
+) -> dict[str, Any]:
+    """Everything the workflow publishes for one analysis, written atomically into ``out_dir``:
+    ``contour.json`` (the lines), ``contour.yaml`` (a single-file HEPData submission),
+    ``contour.png`` / ``contour.pdf`` (the figure; ``figure=False`` skips them) and the HEPData
+    submission folder ``hepdata/`` (validated with hepdata-validator before it replaces an old one).
+
+    ``hepdata_record``: the record the likelihoods came from (``"ins1234567"`` or a HEPData recid,
+    e.g. from the fetch manifest via :func:`recastfit.submission.hepdata_reference`); it is stored
+    in contour.json and linked from the submission. Returns the paths written and the number of
+    polylines per kind. Bad input is an :class:`InputError` naming the results file.
+    """
+    from recastfit.submission import hepdata_reference, write_submission_folder
+
+    opts = options or ContourOptions()
+    out_dir = Path(out_dir)
+    data, source = load_results(results_json)
+    arrays = results_arrays(data, source)
+    cs = contours_from_results(
+        data,
+        mirror=opts.mirror,
+        level=opts.level,
+        method=opts.method,
+        resolution=opts.resolution,
+        source=source,
+    )
+    record = hepdata_reference(hepdata_record)
+    meta = {
+        "hepdata_record": record,
+        "sqrts": opts.sqrts,
+        "lumi": opts.lumi,
+        "label": opts.label,
+        "n_points": int(len(arrays["failed"])),
+        "n_failed": int(arrays["failed"].sum()),
+    }
+    out: dict[str, Any] = {"json": cs.to_json(out_dir / "contour.json", **meta)}
+    out["yaml"] = cs.to_yaml(out_dir / "contour.yaml", arrays, opts, hepdata_record=record)
+    resources: list[tuple[str, Path]] = []
+    if figure:
+        ref = read_contour_lines(opts.reference) if opts.reference else None
+        from recastfit.plot import plot_contours
+
+        plot_contours(
+            arrays,
+            cs,
+            png=out_dir / "contour.png",
+            pdf=out_dir / "contour.pdf",
+            reference_lines=ref,
+            reference_label=opts.reference_label,
+            title=opts.title,
+            color_by=opts.color_by,
+            style=opts.style,
+            show_band2=opts.band2,
+            sqrts=opts.sqrts,
+            lumi=opts.lumi,
+            label=opts.label,
+        )
+        out["png"], out["pdf"] = out_dir / "contour.png", out_dir / "contour.pdf"
+        resources.append(("Exclusion contours (figure)", out["png"]))
+    out["hepdata"] = write_submission_folder(
+        cs, arrays, out_dir / "hepdata", opts, hepdata_record=record, resources=resources
+    )
+    out["lines"] = {k: len(v) for k, v in cs.lines.items()}
+    return out

@@ -7,6 +7,7 @@ Each step writes its outputs atomically; a point whose fit fails is a ``failed``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -29,6 +30,7 @@ __all__ = [
     "part_of",
     "fit_part",
     "gather",
+    "newest_row",
     "run_fit_step",
     "contour_step",
     "recast_step",
@@ -214,6 +216,19 @@ def _merge(dest: Path, sources: Sequence[Path]) -> int:
     return copied
 
 
+def newest_row(store: Path) -> float:
+    """The time the newest row of the SQLite store at ``store`` was written (0 if none/unreadable)."""
+    import sqlite3
+
+    if not Path(store).is_file():
+        return 0.0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            return float(db.execute("SELECT COALESCE(MAX(created), 0) FROM results").fetchone()[0])
+    except (sqlite3.Error, TypeError, ValueError):
+        return 0.0
+
+
 def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], out: Path) -> str:
     """Merge the part stores into results.sqlite and write ``results.json`` for every point."""
     from recastfit.store import ResultStore
@@ -221,6 +236,7 @@ def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], o
     bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
     tasks = _tasks(patchset)
     store = cfg.results_dir / "results.sqlite"
+    last_gather = newest_row(store)  # parts whose record is older ran before the last gather
     _merge(store, [Path(p).with_suffix(".sqlite") for p in parts])
     with ResultStore(store) as db:
         doc = db.export_results(
@@ -233,7 +249,7 @@ def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], o
             tasks=tasks,
             bkg_spec=bkg,
         )
-    records = [load_json_file(p) for p in parts]
+    records = [load_json_file(p) for p in parts if Path(p).stat().st_mtime > last_gather]
     ok = sum(1 for p in doc["points"] if p["status"] == "ok")
     now = sum(r.get("fitted_now", 0) for r in records)
     line = (
@@ -305,7 +321,7 @@ def recast_step(cfg: Config, point: str, workdir: Path, out: Path) -> str:
         raise ConfigError(cfg.file, "signal.points", f"a point named '{point}'", sorted(points)[:5])
     settings = recast_settings(cfg.signal, config_file=cfg.file, base_dir=Path.cwd())
     values = dict(zip(cfg.parameters, points[point], strict=True))
-    res = run_point(name=point, values=values, out=out, workdir=workdir, **settings)
+    res = run_point(name=point, values=values, out=out, workdir=workdir, **{**settings, "source": cfg.file})
     return f"{cfg.analysis}: recast {res.name}: {len(res.channels)} channels -> {out}"
 
 

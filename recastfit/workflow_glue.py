@@ -19,6 +19,7 @@ from typing import Any
 from recastfit.config import Config, RunConfig, parse_run
 from recastfit.errors import ConfigError, RecastfitError
 from recastfit.fileio import load_yaml_file, write_json_atomic
+from recastfit.pipeline import newest_row
 
 __all__ = [
     "load_workflow_config",
@@ -132,7 +133,8 @@ def run_step(smk: Any) -> None:
             run = parse_run(dict(smk.config), name, base_dir=Path.cwd())
             message = pipeline.overlay_step(run, [Path(p) for p in smk.input], Path(smk.output[0]))
         else:
-            cfg = job_config(smk.config, name, smk.wildcards.get("analysis"))
+            analysis = smk.wildcards.get("analysis") or getattr(smk.params, "analysis", None)
+            cfg = job_config(smk.config, name, analysis)
             message = _dispatch(smk.rule, smk, cfg, quiet)
     except RecastfitError as exc:
         _log(log, f"recastfit {smk.rule}: error: {exc}")
@@ -182,30 +184,24 @@ def clear_stale_lock(workdir: Path = Path(".")) -> bool:
     return removed
 
 
-def _newest_row(store: Path) -> float:
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-            return float(db.execute("SELECT COALESCE(MAX(created), 0) FROM results").fetchone()[0])
-    except (sqlite3.Error, TypeError, ValueError):
-        return 0.0
-
-
 def drop_outgrown_results(results_dir: Path) -> bool:
     """Delete ``results.json`` when a store holds points fitted after it was written.
 
     A run killed between fitting and gathering leaves results in results.sqlite or the part stores
     that results.json lacks; Snakemake would otherwise say "Nothing to be done" and keep the old
-    contour. Removing results.json makes the next run gather (nothing is refitted) and redraw.
-    Returns True when results.json was removed.
+    contour (a missing intermediate file alone does not make it rerun anything). Removing
+    results.json and the contour files derived from it makes the next run gather (nothing is
+    refitted) and redraw. Returns True when they were removed.
     """
     results = results_dir / "results.json"
     if not results.is_file():
         return False
     written = results.stat().st_mtime
     stores = [results_dir / "results.sqlite", *sorted((results_dir / "parts").glob("*.sqlite"))]
-    if any(store.is_file() and _newest_row(store) > written for store in stores):
-        results.unlink()
+    if any(store.is_file() and newest_row(store) > written for store in stores):
+        for derived in [results, *results_dir.glob("contour.*")]:
+            derived.unlink(missing_ok=True)
+        overlay = results_dir.parent / "overlay.png"
+        overlay.unlink(missing_ok=True)
         return True
     return False

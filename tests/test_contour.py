@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import contourpy
 import numpy as np
@@ -12,12 +13,14 @@ from scipy.stats import norm
 
 from recastfit.cli import main
 from recastfit.contour import (
+    ContourOptions,
     ContourSet,
     contours_from_results,
+    draw_contour_files,
     read_contour_lines,
     significance,
 )
-from recastfit.errors import InputError
+from recastfit.errors import ConfigError, InputError
 
 Z05 = norm.isf(0.05)  # 1.64485
 # Z offsets of the expected lines relative to the observed surface (pyhf order -2..+2 sigma)
@@ -215,3 +218,209 @@ def test_cli_contour(tmp_path, capsys):
     assert "observed" in (out / "c.yaml").read_text()
     rc = main(["contour", str(tmp_path / "missing.json"), "--json", str(out / "x.json")])
     assert rc == 2 and "missing.json" in capsys.readouterr().err
+
+
+FULL_SECTION = {
+    "mirror": "none",
+    "level": 0.1,
+    "method": "linear",
+    "resolution": 150,
+    "reference": "ref.txt",
+    "reference_label": "ATLAS 2020",
+    "title": "toy",
+    "band2": False,
+    "sqrts": "13.6 TeV",
+    "lumi": "140 fb$^{-1}$",
+    "label": "toy analysis",
+    "style": "cms",
+    "color_by": "significance",
+    "location": "Figure 3",
+    "description": "a toy",
+    "reactions": ["P P --> X"],
+    "phrases": ["SUSY"],
+}
+
+
+def test_contour_options_from_dict_and_schema():
+    from dataclasses import fields
+
+    import jsonschema
+    import yaml
+
+    assert ContourOptions.from_dict(None, file="c.yaml") == ContourOptions()
+    assert ContourOptions().band2 is True and ContourOptions().level == 0.05
+    opts = ContourOptions.from_dict(FULL_SECTION, file="c.yaml")
+    assert opts.reactions == ("P P --> X",) and opts.band2 is False and opts.level == 0.1
+    schema_file = Path(__file__).parents[1] / "workflows" / "schemas" / "config.schema.yaml"
+    block = yaml.safe_load(schema_file.read_text())["properties"]["contour"]
+    assert block["additionalProperties"] is False
+    assert sorted(block["properties"]) == sorted(f.name for f in fields(ContourOptions))
+    check = jsonschema.Draft202012Validator(block)
+    assert not list(check.iter_errors(FULL_SECTION))
+    bad = [
+        ("mirror", "yes", "one of auto, diagonal, none"),
+        ("level", 5, "between 0 and 1"),
+        ("level", True, "between 0 and 1"),
+        ("resolution", 5, "20 to 2000"),
+        ("band2", "no", "true or false"),
+        ("sqrts", "13", "like '13 TeV'"),
+        ("style", "root", "plain, atlas, cms"),
+        ("reactions", "P P --> X", "a list of non-empty strings"),
+        ("phrases", [""], "a list of non-empty strings"),
+        ("lumi", 139, "a string"),
+        ("colour", "red", "no such key"),
+    ]
+    for key, value, expected in bad:
+        with pytest.raises(ConfigError, match=rf"c\.yaml: key 'contour\.{key}': expected .*{expected}"):
+            ContourOptions.from_dict({key: value}, file="c.yaml")
+        assert list(check.iter_errors({key: value})), f"the schema accepts contour.{key} = {value!r}"
+
+
+def test_draw_contour_files_atomic_and_failure(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, two_islands, failed={5})))
+    out = tmp_path / "out"
+    opts = ContourOptions(
+        mirror="none", method="linear", sqrts="13 TeV", lumi="139 fb$^{-1}$", resolution=120
+    )
+    res = draw_contour_files(path, out, opts, hepdata_record=1234, figure=False)
+    assert res["lines"]["observed"] == 2
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["contour.json", "contour.yaml", "hepdata"]
+    d = json.loads((out / "contour.json").read_text())
+    assert d["hepdata_record"] == 1234 and d["n_failed"] == 1 and d["sqrts"] == "13 TeV"
+    tables = sorted(p.name for p in (out / "hepdata").iterdir())
+    assert "observed_limit_part_1_of_2.yaml" in tables and "observed_limit_part_2_of_2.yaml" in tables
+    # both islands come back from the HEPData YAML
+    assert len(read_contour_lines(out / "contour.yaml")) == 2
+    # a file where the submission folder goes: a named error, the other outputs are kept,
+    # and no temporary folder is left behind
+    import shutil
+
+    shutil.rmtree(out / "hepdata")
+    (out / "hepdata").write_text("in the way")
+    with pytest.raises(InputError, match=r"hepdata: expected a folder"):
+        draw_contour_files(path, out, opts, figure=False)
+    assert sorted(p.name for p in out.iterdir()) == ["contour.json", "contour.yaml", "hepdata"]
+    assert (out / "hepdata").read_text() == "in the way"
+
+
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("results.json", '{"points": [{"values": [1, 2], "cls_obs": NaN}]}', "not valid JSON"),
+        ("results.json", "[1, 2]", "expected a JSON object"),
+        ("results.json", '{"points": []}', "points: expected a non-empty list"),
+        ("results.json", '{"points": [{"values": "ab"}]}', r"points\[0\]\.values"),
+    ],
+)
+def test_bad_results_named_errors(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError, match=rf"{name}.*{match}"):
+        draw_contour_files(path, tmp_path / "out", figure=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("ref.yaml", "a: &x [1]\nb: *x\n", "aliases are not allowed"),
+        ("ref.yaml", "name: only a header\n", "no table with one independent"),
+        ("ref.json", '{"lines": {"expected": []}}', "observed"),
+        ("ref.txt", "1 2\nthree four\n", "expected contour.json"),
+    ],
+)
+def test_bad_reference_named_errors(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError, match=rf"{name}.*{match}"):
+        read_contour_lines(path)
+
+
+def test_reference_file_size_capped(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECASTFIT_MAX_INPUT_BYTES", "1000")
+    path = tmp_path / "ref.txt"
+    path.write_text("1 2\n" * 1000)
+    with pytest.raises(InputError, match=r"ref\.txt: the reference contour is larger than 1000 bytes"):
+        read_contour_lines(path)
+
+
+def test_cli_out_dir_with_options(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, ellipse)))
+    out = tmp_path / "out"
+    argv = ["contour", str(path), "--out-dir", str(out), "--mirror", "none", "--resolution", "120"]
+    argv += ["--sqrts", "13 TeV", "--lumi", "139 fb$^{-1}$", "--style", "atlas", "--no-band2"]
+    argv += ["--hepdata-record", "ins1755298", "--label", "toy analysis"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "contour.json",
+        "contour.pdf",
+        "contour.png",
+        "contour.yaml",
+        "hepdata",
+    ]
+    d = json.loads((out / "contour.json").read_text())
+    assert d["hepdata_record"] == "ins1755298" and d["label"] == "toy analysis" and d["mirror"] is False
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["contour", str(path), "--out-dir", str(out), "--sqrts", "13"]) == 2
+    assert "command line: key 'contour.sqrts': expected an energy like '13 TeV'" in capsys.readouterr().err
+
+
+def test_cli_manifest_record_and_overlay(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, two_islands)))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"source": "10.17182/hepdata.90607.v3/r3", "selected": {}}))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    base = ["--quiet", "contour", str(path), "--mirror", "none", "--method", "linear", "--resolution", "100"]
+    assert main([*base, "--json", str(a), "--manifest", str(manifest)]) == 0
+    assert json.loads(a.read_text())["hepdata_record"] == 90607
+    assert main([*base, "--json", str(b), "--level", "0.01", "--hepdata-record", "ins1755298"]) == 0
+    d = json.loads(b.read_text())
+    assert d["hepdata_record"] == "ins1755298" and d["level"] == 0.01
+    png = tmp_path / "overlay.png"
+    argv = [
+        "--quiet",
+        "contour",
+        "--overlay",
+        str(a),
+        str(b),
+        "--png",
+        str(png),
+        "--labels",
+        "CLs 0.05",
+        "CLs 0.01",
+    ]
+    assert main(argv) == 0 and png.stat().st_size > 10_000
+    assert main(["contour", "--overlay", str(a), str(b), "--png", str(png), "--labels", "one"]) == 2
+    assert "--labels: 1 labels for 2 files" in capsys.readouterr().err
+    assert main(["contour", str(a), str(b), "--json", str(tmp_path / "x.json")]) == 2
+    assert "several need --overlay" in capsys.readouterr().err
+
+
+def test_cli_options_from_config_then_flags(tmp_path):
+    """--config takes the contour: section of a workflow config; command-line flags win."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "workflows" / "config" / "config.yaml").read_text())
+    cfg["contour"] = {"mirror": "none", "title": "from the config", "reference": None}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_for(GRID, ellipse)))
+    from recastfit.cli import build_parser
+    from recastfit.cli.contour import options_from_args
+
+    args = build_parser().parse_args(
+        ["contour", str(path), "--config", str(tmp_path / "cfg.yaml"), "--sqrts", "13 TeV", "--no-band2"]
+    )
+    opts = options_from_args(args)
+    assert (opts.mirror, opts.title, opts.sqrts, opts.band2) == ("none", "from the config", "13 TeV", False)
+    cfg["contour"] = {"mirror": "sometimes"}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    args = build_parser().parse_args(["contour", str(path), "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: key 'contour\.mirror': expected one of auto, diagonal, none"
+    ):
+        options_from_args(args)

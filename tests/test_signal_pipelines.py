@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recastfit import demo
 from recastfit.cli.init import init_workflow
 from tests.stau import reference
 
@@ -64,37 +63,3 @@ def test_stau_effmap_contour(tmp_path, stau_dir, xsec_dir) -> None:
         low = [x for line in contour["lines"][key] for x, y in line if y < 20]
         assert low and 80.0 <= min(low) <= 160.0 and 360.0 <= max(low) <= 440.0, (key, min(low), max(low))
     assert (out / "contour.png").stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_demo_recast_contour(tmp_path) -> None:
-    """One `yadage-run` of specs/demo per demo grid point (54), then the usual contour."""
-    init_workflow(tmp_path)
-    config = {
-        "analysis": "demo",
-        "demo": "demo",
-        "pallet": {"source": "demo/pallet"},
-        "signal": {
-            "type": "recast",
-            "path": None,  # the default config's yields path is merged in otherwise
-            "spec": str(ROOT / "specs" / "demo"),
-            "points": "demo",
-            "yields_dir": "results/demo/yields",
-        },
-        "grid": {"parameters": demo.PARAMETERS, "units": demo.UNITS},
-    }
-    snakemake(tmp_path, config)
-    out = tmp_path / "results" / "demo"
-    names = [demo.point_name(m1, m2) for m1, m2 in demo.demo_grid()]
-    for name in names:  # every point went through its own yadage workflow
-        assert (out / "recast" / name / "analysis" / "signal_hists.root").is_file(), name
-        assert (out / "recast" / name / "_yadage" / "yadage_snapshot_workflow.json").is_file(), name
-    sample = json.loads((out / "yields" / "demo_600_100.json").read_text())
-    assert sample["channels"] == {k: v.to_dict() for k, v in demo.signal_yields(600.0, 100.0).items()}
-    res = json.loads((out / "results.json").read_text())
-    assert len(res["points"]) == len(names) == 54 and all(p["status"] == "ok" for p in res["points"])
-    contour = json.loads((out / "contour.json").read_text())
-    for key in ("observed", "expected"):
-        low = [x for line in contour["lines"][key] for x, y in line if y < 50]
-        # CLs_obs at m_LSP = 0: 0.0098 (700 GeV) -> 0.205 (800 GeV)
-        assert low and 700 <= min(low) and max(low) <= 800, (key, low)

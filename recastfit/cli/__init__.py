@@ -14,11 +14,33 @@ import sys
 
 from recastfit.errors import RecastfitError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "version_string"]
+
+
+def version_string() -> str:
+    """``recastfit <version>`` from the installed distribution's metadata (the package's
+    ``__version__`` when it runs from a source tree that is not installed), with Python and pyhf.
+
+    >>> version_string().startswith("recastfit ")
+    True
+    """
+    import platform
+    from importlib import metadata
+
+    try:
+        version = metadata.version("recastfit")
+    except metadata.PackageNotFoundError:
+        from recastfit import __version__ as version
+    try:
+        pyhf = metadata.version("pyhf")
+    except metadata.PackageNotFoundError:
+        pyhf = "not installed"
+    return f"recastfit {version} (Python {platform.python_version()}, pyhf {pyhf})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recastfit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_string())
     parser.add_argument("--quiet", action="store_true", help="no progress output (for CI)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")

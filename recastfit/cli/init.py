@@ -9,6 +9,17 @@ from pathlib import Path
 
 from recastfit.errors import RecastfitError
 
+ROOT_SNAKEFILE = '''# recastfit: `snakemake --cores N contour` from this folder (see the README).
+include: "workflows/Snakefile"
+
+
+rule all:
+    """No target given: the files of the `contour` target (included rules are never the default)."""
+    localrule: True
+    input:
+        lambda wc: all_contours(),
+'''
+
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "schemas", "scripts", "report", "envs", "profiles")
 
 
@@ -36,7 +47,7 @@ def init_workflow(dest: Path, *, force: bool = False) -> list[Path]:
             ignore=shutil.ignore_patterns("__pycache__", "__init__.py"),
         )
     root = dest / "Snakefile"
-    root.write_text('include: "workflows/Snakefile"\n')
+    root.write_text(ROOT_SNAKEFILE)
     link = dest / "profiles"  # Snakemake finds the workflow profile (rerun-incomplete) here by itself
     if not link.exists() and not link.is_symlink():
         link.symlink_to(Path("workflows") / "profiles", target_is_directory=True)
