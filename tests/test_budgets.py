@@ -238,3 +238,33 @@ def test_engine_hooks_progress_as_increments_and_a_deadline(monkeypatch) -> None
     assert steps == [1, 2] and [p["result"]["status"] for p in out["points"]] == ["ok"] * 3
     if "timeout" in FitSettings.__dataclass_fields__:
         assert 7.0 < seen["deadline_in"] <= 8.0  # 2 s per point x 3 points + half of 4 s
+
+
+def test_dask_workers_enforce_the_budget_too(reference, tmp_path: Path, short_startup) -> None:  # noqa: F811
+    """A real dask LocalCluster: the worker's own supervised child hangs, is killed, the point fails."""
+    import psutil
+
+    started = time.time()
+    summary = run_fits(
+        synth_bkg(),
+        synth_tasks(3),
+        FitSettings(),
+        BackendConfig(name="dask", batch_size=1, workers=2, run_dir=str(tmp_path / "run")),
+        tmp_path / "r.sqlite",
+        cores=2,
+        quiet=True,
+        timeout_s=0.5,
+        task_fn=partial(hang_for, ("p01",)),
+    )
+    by_name = {r.name: r for r in summary.results}
+    assert (summary.done, summary.failed) == (2, 1)
+    assert by_name["p01"].reason == "timeout after 6 s"  # 0.5 s + 5 s, enforced inside the dask worker
+    assert numbers([by_name["p00"], by_name["p02"]]) == numbers([reference[0], reference[2]])
+    # the workers' compute children went with the cluster: no orphans left behind
+    time.sleep(2)
+    orphans = [
+        p
+        for p in psutil.process_iter(["cmdline", "create_time"])
+        if p.info["create_time"] >= started and "child_main" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not orphans, orphans
