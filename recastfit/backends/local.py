@@ -10,7 +10,7 @@ from typing import Any
 
 from recastfit.backends.base import Backend, ProgressFn
 from recastfit.backends.supervisor import Supervisor
-from recastfit.backends.worker import BkgRef, init_worker, thread_env
+from recastfit.backends.worker import BkgRef, child_env, init_worker
 from recastfit.limits import limit
 
 __all__ = ["LocalBackend"]
@@ -42,7 +42,7 @@ class LocalBackend(Backend):
         for _ in range(self.workers):
             sup = Supervisor(
                 rss_cap=self.rss_cap,
-                env=thread_env(self.threads_per_worker),
+                env=child_env(self.threads_per_worker),
                 setup=[(init_worker, (self.threads_per_worker,))],
                 startup_s=limit("worker_startup_s"),
             )

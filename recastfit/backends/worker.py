@@ -37,6 +37,7 @@ __all__ = [
     "BkgRef",
     "THREAD_ENV_VARS",
     "bounded_batch",
+    "child_env",
     "close_supervisor",
     "init_worker",
     "json_batch",
@@ -80,6 +81,18 @@ def thread_env(threads: int) -> dict[str, str]:
     env = {name: str(threads) for name in THREAD_ENV_VARS}
     if threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """:func:`thread_env` for a compute child started here, keeping a user's own ``XLA_FLAGS``.
+
+    >>> "OMP_NUM_THREADS" in child_env(1)
+    True
+    """
+    env = thread_env(threads)
+    if os.environ.get("XLA_FLAGS"):
+        env.pop("XLA_FLAGS", None)
     return env
 
 
@@ -207,7 +220,7 @@ def _supervisor(rss_cap: int) -> Supervisor:
     global _SUPERVISOR
     if _SUPERVISOR is None:
         _SUPERVISOR = Supervisor(
-            rss_cap=rss_cap, env=thread_env(_PINNED or 1), startup_s=limit("worker_startup_s")
+            rss_cap=rss_cap, env=child_env(_PINNED or 1), startup_s=limit("worker_startup_s")
         )
         atexit.register(close_supervisor)
     return _SUPERVISOR
