@@ -7,13 +7,12 @@ for set-up and the trust model of each.
 
 from __future__ import annotations
 
-from recastfit.backends.base import BACKENDS, Backend, BackendConfig
+from recastfit.backends.base import Backend, BackendConfig
 from recastfit.backends.supervisor import BudgetExceeded, WorkerLost
 from recastfit.backends.worker import BkgRef, run_batch
 from recastfit.errors import ConfigError
 
 __all__ = [
-    "BACKENDS",
     "Backend",
     "BackendConfig",
     "BkgRef",

@@ -28,10 +28,9 @@ from recastfit.backends.worker import BkgRef, bounded_batch
 from recastfit.errors import ConfigError
 from recastfit.limits import limit
 
-__all__ = ["BACKENDS", "Backend", "BackendConfig", "BkgRef", "RunDir", "default_rss_cap"]
+__all__ = ["Backend", "BackendConfig", "BkgRef", "RunDir", "default_rss_cap"]
 
-#: Accepted back-end names (``globus_compute`` is another name for ``funcx``).
-BACKENDS = ("local", "parsl", "dask", "funcx")
+#: ``globus_compute`` is another name for ``funcx`` (the names themselves are in the schema).
 _ALIASES = {"globus_compute": "funcx"}
 ENDPOINT_ENV = "GLOBUS_COMPUTE_ENDPOINT"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

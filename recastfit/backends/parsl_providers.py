@@ -11,9 +11,7 @@ from typing import Any
 
 from recastfit.errors import ConfigError
 
-__all__ = ["PARSL_PROVIDERS", "check_provider_options", "provider_class"]
-
-PARSL_PROVIDERS = ("local", "slurm", "htcondor")
+__all__ = ["check_provider_options", "provider_class"]
 
 
 def provider_class(name: str) -> type:
