@@ -48,6 +48,15 @@ LIMITS: dict[str, Limit] = {
     ),
     "max_api_bytes": Limit(64 << 20, "RECASTFIT_MAX_API_BYTES", "one JSON answer of the HEPData API"),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
+    "max_worker_rss_bytes": Limit(
+        2 << 30, "RECASTFIT_MAX_WORKER_RSS", "resident memory of one fit worker before it is killed"
+    ),
+    "worker_startup_s": Limit(
+        120, "RECASTFIT_WORKER_STARTUP", "seconds added to each batch's time budget (start-up, compilation)"
+    ),
+    "max_result_bytes": Limit(
+        10_000_000, "RECASTFIT_MAX_RESULT_BYTES", "one task result from a remote worker"
+    ),
     "recast_timeout_s": Limit(
         86400, "RECASTFIT_RECAST_TIMEOUT", "seconds for one yadage-run (one recast point), unless set"
     ),

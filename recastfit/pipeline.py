@@ -139,7 +139,17 @@ def _tasks(patchset: Path) -> list[PatchTask]:
 def _fit(cfg: Config, bkg: dict, tasks: Sequence[PatchTask], store: Path, *, cores: int, quiet: bool) -> Any:
     from recastfit.runner import run_fits
 
-    return run_fits(bkg, tasks, cfg.fit, cfg.backend_config(), store, cores=cores, quiet=quiet)
+    return run_fits(
+        bkg,
+        tasks,
+        cfg.fit,
+        cfg.backend_config(),
+        store,
+        cores=cores,
+        quiet=quiet,
+        timeout_s=cfg.run.timeout,
+        max_memory_mb=cfg.run.max_memory_mb,
+    )
 
 
 def _stored_keys(store: Path, bkg: dict, tasks: Sequence[PatchTask], cfg: Config) -> set[str]:

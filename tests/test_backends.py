@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from recastfit.backends import BackendConfig, make_executor
+from recastfit.backends import BackendConfig, make_backend
 from recastfit.backends.worker import THREAD_ENV_VARS, BkgRef, run_batch
 from recastfit.errors import ConfigError
 from recastfit.results import FitSettings, HypotestResult, PatchTask
@@ -115,6 +115,55 @@ def slow_batch(delay: float, ref: BkgRef, tasks: list[PatchTask], settings: FitS
     return run_batch(ref, tasks, settings)
 
 
+def hang_for(names: tuple[str, ...], ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """Block forever (as a wedged XLA call would) whenever a batch holds one of ``names``."""
+    if any(t.name in names for t in tasks):
+        import threading
+
+        threading.Event().wait()
+    return run_batch(ref, tasks, settings)
+
+
+def balloon_for(names: tuple[str, ...], ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """Allocate 20 MB every 20 ms, up to 4 GB, whenever a batch holds one of ``names``."""
+    if any(t.name in names for t in tasks):
+        import time
+
+        hoard = []
+        for _ in range(200):
+            hoard.append(bytearray(20 << 20))  # zero-filled: resident at once
+            time.sleep(0.02)
+    return run_batch(ref, tasks, settings)
+
+
+def flag_failed(ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """``run_batch`` whose engine flags every point ``failed`` (no exception), as a non-converged fit."""
+    out = run_batch(ref, tasks, settings)
+    for entry in out["points"]:
+        entry["result"] = {**entry["result"], "status": "failed", "reason": "fit did not converge"}
+    return out
+
+
+def reporting_batch(ref: BkgRef, tasks: list[PatchTask], settings: FitSettings, progress=None) -> dict:
+    """An engine that reports each point as it finishes (0.4 s apart) through ``progress``."""
+    import time
+
+    for _ in tasks:
+        time.sleep(0.4)
+        if progress is not None:
+            progress(1)
+    return run_batch(ref, tasks, settings)
+
+
+def deadline_for(names: tuple[str, ...], ref: BkgRef, tasks: list[PatchTask], settings: FitSettings) -> dict:
+    """An engine that reaches its deadline before the points in ``names`` (flagged ``timeout``)."""
+    out = run_batch(ref, tasks, settings)
+    for task, entry in zip(tasks, out["points"], strict=True):
+        if task.name in names:
+            entry["result"] = {**entry["result"], "status": "failed", "reason": "timeout"}
+    return out
+
+
 def numbers(results: list[HypotestResult]) -> list[tuple]:
     return [(r.name, r.status, r.cls_obs, tuple(r.cls_exp or ()), r.mu_hat) for r in results]
 
@@ -165,30 +214,86 @@ def test_same_twenty_points_on_every_backend(name, options, reference, tmp_path:
     assert summary.background_bytes > 0
 
 
-def test_backend_config_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"cfg.yaml: key 'backend.name'"):
-        BackendConfig.from_dict({"name": "ray"}, file="cfg.yaml")
-    with pytest.raises(ConfigError, match=r"key 'backend.batch_size': expected an integer >= 1"):
-        BackendConfig.from_dict({"batch_size": "4"})
-    with pytest.raises(ConfigError, match=r"key 'backend.bogus'"):
-        BackendConfig.from_dict({"bogus": 1})
-    with pytest.raises(ConfigError, match=r"backend.parsl_provider"):
-        BackendConfig.from_dict({"name": "parsl", "parsl_provider": "pbs"})
-    assert BackendConfig.from_dict({"name": "globus_compute"}).name == "funcx"
-    assert BackendConfig.from_dict(None) == BackendConfig()
+def _backend_schema() -> dict:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "workflows/schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)["properties"]["backend"]
 
 
-def test_factory_sizes_and_endpoint(monkeypatch) -> None:
-    ex = make_executor(BackendConfig(), cores=6)
-    assert (ex.name, ex.workers, ex.threads_per_worker) == ("local", 6, 1)
-    ex = make_executor(BackendConfig(workers=2), cores=6)
-    assert (ex.workers, ex.threads_per_worker) == (2, 3)
-    for var in ("RECASTFIT_FUNCX_ENDPOINT", "GLOBUS_COMPUTE_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
+def test_schema_block_covers_every_backend_key_and_refuses_others() -> None:
+    import dataclasses
+
+    import jsonschema
+
+    block = _backend_schema()
+    assert block["additionalProperties"] is False
+    assert set(block["properties"]) == {f.name for f in dataclasses.fields(BackendConfig)}
+    check = jsonschema.Draft202012Validator(block)
+    good = {
+        "name": "funcx",
+        "batch_size": 8,
+        "endpoint_id": "4b116d3c-1703-4f8f-9f6f-39921e5864df",
+        "user_endpoint_config": {"account": "abc", "partition": "short"},
+        "resource_specification": {"num_nodes": 2},
+        "amqp_port": 443,
+    }
+    assert not list(check.iter_errors(good))
+    bad = [
+        ({"bogus": 1}, "additionalProperties"),
+        ({"name": "ray"}, "enum"),
+        ({"batch_size": 0}, "minimum"),
+        ({"batch_size": "4"}, "type"),
+        ({"retries": -1}, "minimum"),
+        ({"workers": 0}, "minimum"),
+        ({"endpoint_id": "not-a-uuid"}, "pattern"),
+        ({"amqp_port": 8080}, "enum"),
+        ({"parsl_provider": "pbs"}, "enum"),
+    ]
+    for section, validator in bad:
+        assert [e.validator for e in check.iter_errors(section)] == [validator], section
+
+
+def test_from_dict_types_and_what_the_schema_cannot_say(monkeypatch) -> None:
+    cfg = BackendConfig.from_dict({"name": "globus_compute", "endpoint_id": ENDPOINT}, file="my.yaml")
+    assert (cfg.name, cfg.endpoint_id, cfg.batch_size, cfg.retries) == ("funcx", ENDPOINT, None, 2)
+    assert BackendConfig.from_dict(None, file="my.yaml") == BackendConfig()
+    monkeypatch.delenv("GLOBUS_COMPUTE_ENDPOINT", raising=False)
+    with pytest.raises(ConfigError, match=r"my.yaml: key 'backend.endpoint_id': expected a Globus Compute"):
+        BackendConfig.from_dict({"name": "funcx"}, file="my.yaml")
+    monkeypatch.setenv("GLOBUS_COMPUTE_ENDPOINT", "nope")
+    with pytest.raises(ConfigError, match=r"my.yaml: key 'backend.endpoint_id': expected a UUID"):
+        BackendConfig.from_dict({"name": "funcx"}, file="my.yaml")
+    monkeypatch.setenv("GLOBUS_COMPUTE_ENDPOINT", ENDPOINT)
+    assert BackendConfig.from_dict({"name": "funcx"}, file="my.yaml").resolved_endpoint_id() == ENDPOINT
+    with pytest.raises(ConfigError, match=r"my.yaml: key 'backend.provider_options.partitio'"):
+        BackendConfig.from_dict(
+            {"name": "parsl", "parsl_provider": "slurm", "provider_options": {"partitio": 1}}, file="my.yaml"
+        )
+
+
+ENDPOINT = "4b116d3c-1703-4f8f-9f6f-39921e5864df"
+
+
+def test_factory_sizes_and_passes_options(monkeypatch) -> None:
+    ex = make_backend(BackendConfig(), cores=6)
+    assert (ex.name, ex.workers, ex.threads_per_worker, ex.rss_cap) == ("local", 6, 1, 2 << 30)
+    ex = make_backend(BackendConfig(workers=2), cores=6, rss_cap=512 << 20)
+    assert (ex.workers, ex.threads_per_worker, ex.rss_cap) == (2, 3, 512 << 20)
+    monkeypatch.delenv("GLOBUS_COMPUTE_ENDPOINT", raising=False)
     with pytest.raises(ConfigError, match="backend.endpoint_id"):
-        make_executor(BackendConfig(name="funcx"))
-    monkeypatch.setenv("GLOBUS_COMPUTE_ENDPOINT", "4b116d3c-1703-4f8f-9f6f-39921e5864df")
-    assert BackendConfig(name="funcx").resolved_endpoint_id() == "4b116d3c-1703-4f8f-9f6f-39921e5864df"
+        make_backend(BackendConfig(name="funcx"))
+    fx = make_backend(
+        BackendConfig(
+            name="funcx", endpoint_id=ENDPOINT, user_endpoint_config={"account": "a1"}, amqp_port=443
+        )
+    )
+    assert (fx.name, fx.endpoint_id, fx.workers) == ("funcx", ENDPOINT, 16)
+    assert fx.options == {
+        "user_endpoint_config": {"account": "a1"},
+        "resource_specification": None,
+        "amqp_port": 443,
+    }
 
 
 def test_parsl_provider_options_are_checked() -> None:

@@ -1,105 +1,138 @@
-"""One executor interface for every back end, its configuration, and the factory.
+"""One executor interface for every back end, and the typed ``backend:`` configuration.
 
 A :class:`Backend` is a :class:`concurrent.futures.Executor` (``submit`` returns a
-``concurrent.futures.Future``, ``shutdown``, context manager) plus two things the fit
-driver needs: :meth:`Backend.ship_background`, which gets the background workspace to the
-workers once (each back end its own way) and returns the small :class:`BkgRef` that tasks
-carry, and :meth:`Backend.payload_bytes`, the bytes one task puts on the wire.
+``concurrent.futures.Future``, ``shutdown``, context manager) plus what the fit driver needs:
+:meth:`Backend.ship_background` gets the background workspace to the workers once (each back
+end its own way) and returns the small :class:`BkgRef` that tasks carry;
+:meth:`Backend.submit_batch` runs one batch under a time and memory budget enforced outside
+the process that computes it; :meth:`Backend.payload_bytes` measures what a task puts on the wire.
+
+The factory :func:`recastfit.backends.make_backend` lives in the package ``__init__``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import os
 import pickle
-from dataclasses import dataclass, field, fields
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from recastfit.backends.worker import BkgRef
+from recastfit.backends.worker import BkgRef, bounded_batch
 from recastfit.errors import ConfigError
+from recastfit.limits import limit
 
-__all__ = ["BACKENDS", "Backend", "BackendConfig", "BkgRef", "make_executor"]
+__all__ = ["Backend", "BackendConfig", "BkgRef", "RunDir", "default_rss_cap"]
 
-#: Accepted back-end names; aliases map to the canonical name.
-BACKENDS = ("local", "parsl", "dask", "funcx")
-_ALIASES = {"globus_compute": "funcx", "globus-compute": "funcx", "process": "local"}
-PARSL_PROVIDERS = ("local", "slurm", "htcondor")
-ENDPOINT_ENV = ("RECASTFIT_FUNCX_ENDPOINT", "GLOBUS_COMPUTE_ENDPOINT")
+#: ``globus_compute`` is another name for ``funcx`` (the names themselves are in the schema).
+_ALIASES = {"globus_compute": "funcx"}
+ENDPOINT_ENV = "GLOBUS_COMPUTE_ENDPOINT"
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+ProgressFn = Callable[[int], None]
 
 
-@dataclass
+def default_rss_cap() -> int:
+    """Resident-memory cap of one fit worker in bytes (limit ``max_worker_rss_bytes``).
+
+    >>> default_rss_cap() >= 64 << 20
+    True
+    """
+    return int(limit("max_worker_rss_bytes"))
+
+
+@dataclass(frozen=True)
 class BackendConfig:
-    """Where and how hypothesis tests run (the ``backend:`` block of the workflow config).
+    """Where and how hypothesis tests run: the ``backend:`` block of the workflow config.
 
-    >>> BackendConfig.from_dict({"name": "dask", "batch_size": 8}).batch_size
+    Built from a schema-valid mapping by :meth:`from_dict`; the schema
+    (``workflows/schemas/config.schema.yaml``) is the one validator of types and ranges.
+
+    >>> BackendConfig.from_dict({"name": "dask", "batch_size": 8}, file="c.yaml").batch_size
     8
+    >>> BackendConfig().batch_size is None  # chosen by the runner from the engine and model
+    True
     """
 
     name: str = "local"
-    batch_size: int = 4
+    batch_size: int | None = None
     retries: int = 2
     workers: int | None = None
     endpoint_id: str | None = None
+    user_endpoint_config: dict[str, Any] | None = None
+    resource_specification: dict[str, Any] | None = None
+    amqp_port: int | None = None
     scheduler_address: str | None = None
     parsl_provider: str = "local"
     provider_options: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
 
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self, file: str = "<BackendConfig>", prefix: str = "backend") -> None:
-        """Raise :class:`ConfigError` naming the first bad key."""
-        name = _ALIASES.get(self.name, self.name) if isinstance(self.name, str) else self.name
-        if name not in BACKENDS:
-            raise ConfigError(file, f"{prefix}.name", f"one of {', '.join(BACKENDS)}", self.name)
-        self.name = name
-        for key, lo in (("batch_size", 1), ("retries", 0)):
-            val = getattr(self, key)
-            if not isinstance(val, int) or isinstance(val, bool) or val < lo:
-                raise ConfigError(file, f"{prefix}.{key}", f"an integer >= {lo}", val)
-        if self.workers is not None and (
-            not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1
-        ):
-            raise ConfigError(file, f"{prefix}.workers", "a positive integer or null", self.workers)
-        for key in ("endpoint_id", "scheduler_address", "run_dir"):
-            val = getattr(self, key)
-            if val is not None and not isinstance(val, str):
-                raise ConfigError(file, f"{prefix}.{key}", "a string or null", val)
-        if self.parsl_provider not in PARSL_PROVIDERS:
-            raise ConfigError(
-                file, f"{prefix}.parsl_provider", f"one of {', '.join(PARSL_PROVIDERS)}", self.parsl_provider
-            )
-        if not isinstance(self.provider_options, dict):
-            raise ConfigError(file, f"{prefix}.provider_options", "a mapping", self.provider_options)
-
     @classmethod
-    def from_dict(
-        cls, d: dict[str, Any] | None, file: str = "config.yaml", prefix: str = "backend"
-    ) -> BackendConfig:
-        """Build from a config mapping; unknown keys and bad types raise :class:`ConfigError`."""
-        if d is not None and not isinstance(d, dict):
-            raise ConfigError(file, prefix, "a mapping", d)
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(file, f"{prefix}.{key}", f"one of the keys {', '.join(sorted(known))}", key)
-        obj = cls.__new__(cls)
-        for f in fields(cls):
-            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-            setattr(obj, f.name, d.get(f.name, default))
-        obj.validate(file, prefix)
-        return obj
+    def from_dict(cls, section: dict[str, Any] | None, *, file: str = "config.yaml") -> BackendConfig:
+        """The typed config from a schema-valid ``backend:`` mapping.
+
+        Raises :class:`ConfigError` only for what the schema cannot express: a ``funcx``
+        back end with no endpoint id anywhere (config or ``GLOBUS_COMPUTE_ENDPOINT``), or
+        without the Globus Compute SDK installed; unknown Parsl provider options.
+        """
+        d = dict(section or {})
+        d["name"] = _ALIASES.get(d.get("name", "local"), d.get("name", "local"))
+        d["provider_options"] = dict(d.get("provider_options") or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:  # the schema refuses these; this guards callers that skipped it
+            key = sorted(unknown)[0]
+            raise ConfigError(file, f"backend.{key}", f"one of {', '.join(cls.__dataclass_fields__)}", key)
+        config = cls(**d)
+        if config.name == "funcx":
+            config._check_funcx(file)
+        if config.name == "parsl" and config.provider_options:
+            from recastfit.backends.parsl_providers import check_provider_options
+
+            check_provider_options(config.parsl_provider, config.provider_options, file=file)
+        return config
+
+    def _check_funcx(self, file: str) -> None:
+        endpoint = self.resolved_endpoint_id()
+        if endpoint is None:
+            raise ConfigError(
+                file, "backend.endpoint_id", f"a Globus Compute endpoint UUID (or set {ENDPOINT_ENV})"
+            )
+        if not _UUID.match(endpoint):
+            raise ConfigError(file, "backend.endpoint_id", f"a UUID in ${ENDPOINT_ENV}", endpoint)
+        if importlib.util.find_spec("globus_compute_sdk") is None:
+            raise ConfigError(
+                file,
+                "backend.name",
+                "'funcx' with globus-compute-sdk installed (pip install recastfit[funcx])",
+            )
 
     def resolved_endpoint_id(self) -> str | None:
-        """Endpoint id: config, then env ``RECASTFIT_FUNCX_ENDPOINT`` or ``GLOBUS_COMPUTE_ENDPOINT``."""
-        if self.endpoint_id:
-            return self.endpoint_id
-        for var in ENDPOINT_ENV:
-            if os.environ.get(var):
-                return os.environ[var]
-        return None
+        """The endpoint id from the config, else from ``$GLOBUS_COMPUTE_ENDPOINT``."""
+        return self.endpoint_id or os.environ.get(ENDPOINT_ENV) or None
+
+
+class RunDir:
+    """The run folder of a back end: the configured one (kept), or a temporary one removed at the end.
+
+    >>> d = RunDir(None, "recastfit-doc-"); p = d.path; p.is_dir()
+    True
+    >>> d.close(); p.exists()
+    False
+    """
+
+    def __init__(self, configured: str | None, prefix: str) -> None:
+        self.owned = configured is None
+        self.path = Path(tempfile.mkdtemp(prefix=prefix) if configured is None else configured)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        if self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 class Backend(cf.Executor):
@@ -110,8 +143,9 @@ class Backend(cf.Executor):
     #: broadcast it set this to their worker count, sparing each worker a "missing" round trip).
     eager_ship = 0
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, rss_cap: int | None = None) -> None:
         self.workers = max(1, int(workers))
+        self.rss_cap = rss_cap or default_rss_cap()
         self.background_bytes = 0  # bytes spent shipping the background (all workers)
 
     @property
@@ -130,6 +164,18 @@ class Backend(cf.Executor):
         """Bytes one task of ``fn(*args)`` puts on the wire (pickle by default)."""
         return len(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
 
+    def submit_batch(
+        self, fn: Callable[..., dict], args: tuple, *, budget_s: float, progress: ProgressFn | None = None
+    ) -> cf.Future:
+        """Run ``fn(*args)`` (a batch) on a worker, killed after ``budget_s`` s or above ``rss_cap``.
+
+        Default: the remote worker runs :func:`~recastfit.backends.worker.bounded_batch`, which
+        computes in a child process it supervises, and answers ``{"budget": reason}`` on an
+        overrun. ``progress`` (points done inside the batch) is only reported by back ends
+        that can stream it.
+        """
+        return self.submit(bounded_batch, fn, budget_s, self.rss_cap, *args)
+
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -142,38 +188,3 @@ class Backend(cf.Executor):
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True, cancel_futures=True)
-
-
-def make_executor(config: BackendConfig, cores: int = 1) -> Backend:
-    """The back end named in ``config``; ``cores`` (Snakemake's ``--cores``) sizes local pools."""
-    cores = max(1, int(cores))
-    workers = config.workers or cores
-    if config.name == "local":
-        from recastfit.backends.local import LocalBackend
-
-        return LocalBackend(workers=workers, threads_per_worker=max(1, cores // workers))
-    if config.name == "parsl":
-        from recastfit.backends.parsl_backend import ParslBackend
-
-        return ParslBackend(
-            workers=workers,
-            provider=config.parsl_provider,
-            provider_options=config.provider_options,
-            run_dir=config.run_dir,
-        )
-    if config.name == "dask":
-        from recastfit.backends.dask_backend import DaskBackend
-
-        return DaskBackend(
-            workers=workers, scheduler_address=config.scheduler_address, run_dir=config.run_dir
-        )
-    from recastfit.backends.funcx_backend import FuncxBackend
-
-    endpoint = config.resolved_endpoint_id()
-    if not endpoint:
-        raise ConfigError(
-            "config.yaml",
-            "backend.endpoint_id",
-            f"a Globus Compute endpoint id (or set {' / '.join(ENDPOINT_ENV)})",
-        )
-    return FuncxBackend(endpoint_id=endpoint, workers=config.workers or 16)

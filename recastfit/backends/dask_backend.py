@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import pickle
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
-from recastfit.backends.base import Backend
+from recastfit.backends.base import Backend, RunDir
 from recastfit.backends.worker import BkgRef, pin_threads, preload
 
 __all__ = ["DaskBackend"]
@@ -52,12 +49,17 @@ class DaskBackend(Backend):
     name = "dask"
 
     def __init__(
-        self, workers: int, scheduler_address: str | None = None, run_dir: str | None = None
+        self,
+        workers: int,
+        scheduler_address: str | None = None,
+        run_dir: str | None = None,
+        *,
+        rss_cap: int | None = None,
     ) -> None:
-        super().__init__(workers)
+        super().__init__(workers, rss_cap=rss_cap)
         self.scheduler_address = scheduler_address
-        self._own_dir = run_dir is None
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="recastfit-dask-"))
+        self._run_dir_config = run_dir
+        self._run_dir: RunDir | None = None
         self._cluster: Any = None
         self._client: Any = None
         self._keep: dict[int, Any] = {}
@@ -80,13 +82,13 @@ class DaskBackend(Backend):
         if self.scheduler_address:
             self._client = Client(self.scheduler_address)
         else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._run_dir = RunDir(self._run_dir_config, "recastfit-dask-")
             self._cluster = LocalCluster(
                 n_workers=self.workers,
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                local_directory=str(self.run_dir),
+                local_directory=str(self._run_dir.path),
                 silence_logs=40,
             )
             self._client = Client(self._cluster)
@@ -114,5 +116,6 @@ class DaskBackend(Backend):
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-        if self._own_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._run_dir is not None:
+            self._run_dir.close()
+            self._run_dir = None

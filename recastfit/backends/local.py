@@ -1,73 +1,92 @@
-"""Local back end: a process pool (spawn) sized by Snakemake's ``--cores``, threads pinned."""
+"""Local back end: supervised worker processes on this machine, sized by Snakemake's ``--cores``."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
 import pickle
-import threading
-from concurrent.futures.process import BrokenProcessPool
+import queue
+from collections.abc import Callable
 from typing import Any
 
-from recastfit.backends.base import Backend
-from recastfit.backends.worker import BkgRef, init_worker
+from recastfit.backends.base import Backend, ProgressFn
+from recastfit.backends.supervisor import Supervisor
+from recastfit.backends.worker import BkgRef, child_env, init_worker
+from recastfit.limits import limit
 
 __all__ = ["LocalBackend"]
 
 
 class LocalBackend(Backend):
-    """``ProcessPoolExecutor`` whose workers get the background once, in their initializer.
+    """``workers`` persistent child processes, each watched by a :class:`Supervisor`.
 
-    Workers are started with ``spawn`` (jax is not fork-safe) and pin BLAS/OpenMP to
-    ``threads_per_worker`` threads before numpy loads. A worker that dies breaks the pool;
-    the next :meth:`submit` builds a fresh one (the driver resubmits what was lost).
+    Children pin BLAS/OpenMP/XLA to ``threads_per_worker`` threads from their first
+    instruction (environment at start) and receive the background once, at start. A child
+    that runs past its batch's budget or above ``rss_cap`` bytes is killed and replaced;
+    the batch's future then raises :class:`~recastfit.backends.supervisor.BudgetExceeded`.
+    A child that dies (crash, ``os._exit``) raises ``WorkerLost`` and is replaced too.
     """
 
     name = "local"
 
-    def __init__(self, workers: int, threads_per_worker: int = 1, start_method: str = "spawn") -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int, threads_per_worker: int = 1, *, rss_cap: int | None = None) -> None:
+        super().__init__(workers, rss_cap=rss_cap)
         self.threads_per_worker = max(1, threads_per_worker)
-        self._ctx = multiprocessing.get_context(start_method)
-        self._initargs: tuple[Any, ...] = (self.threads_per_worker, None, None)
-        self._pool: cf.ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self.restarts = 0
-
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._ctx, initializer=init_worker, initargs=self._initargs
-        )
+        self._idle: queue.SimpleQueue[Supervisor] = queue.SimpleQueue()
+        self._all: list[Supervisor] = []
+        self._threads: cf.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        with self._lock:
-            if self._pool is None:
-                self._pool = self._new_pool()
+        if self._threads is not None:
+            return
+        self._threads = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="recastfit-local")
+        for _ in range(self.workers):
+            sup = Supervisor(
+                rss_cap=self.rss_cap,
+                env=child_env(self.threads_per_worker),
+                setup=[(init_worker, (self.threads_per_worker,))],
+                startup_s=limit("worker_startup_s"),
+            )
+            self._all.append(sup)
+            self._idle.put(sup)
 
     def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
-        """Rebuild the pool so each worker receives ``spec`` once, through its initializer."""
-        with self._lock:
-            self._initargs = (self.threads_per_worker, spec, bkg_digest)
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
+        """Every child (present and future) receives ``spec`` once, in its set-up call."""
+        self.start()
+        for sup in self._all:  # a running child lacks it: the next call starts one that has it
+            sup.reset([(init_worker, (self.threads_per_worker, spec, bkg_digest))])
         self.background_bytes = self.workers * len(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
         return BkgRef(bkg_digest)
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
+    def _run(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, budget_s: float | None, progress: Any
+    ) -> Any:
+        sup = self._idle.get()
+        try:
+            return sup.call(fn, args, kwargs, budget_s=budget_s, progress=progress)
+        finally:
+            self._idle.put(sup)
+
+    def submit_batch(
+        self, fn: Callable[..., dict], args: tuple, *, budget_s: float, progress: ProgressFn | None = None
+    ) -> cf.Future:
+        """``fn(*args)`` in an idle child, killed after ``budget_s`` s or above the memory cap."""
         self.start()
-        with self._lock:
-            assert self._pool is not None
-            try:
-                return self._pool.submit(fn, *args, **kwargs)
-            except BrokenProcessPool:
-                self.restarts += 1
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-                return self._pool.submit(fn, *args, **kwargs)
+        assert self._threads is not None
+        return self._threads.submit(self._run, fn, tuple(args), {}, budget_s, progress)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
+        """``fn(*args, **kwargs)`` in an idle child with no time budget (memory cap still applies)."""
+        self.start()
+        assert self._threads is not None
+        return self._threads.submit(self._run, fn, args, kwargs, None, None)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-                self._pool = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=cancel_futures)
+        for sup in self._all:
+            sup.kill()  # a thread still waiting on it gets WorkerLost and ends
+        if self._threads is not None and wait:
+            self._threads.shutdown(wait=True)
+        self._threads = None
+        self._all = []
+        self._idle = queue.SimpleQueue()

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import inspect
 import json
-import shutil
-import tempfile
-from pathlib import Path
+import shlex
+import sys
 from typing import Any
 
-from recastfit.backends.base import Backend
+from recastfit.backends.base import Backend, RunDir
+from recastfit.backends.parsl_providers import check_provider_options, provider_class
 from recastfit.backends.worker import BkgRef, thread_env
-from recastfit.errors import ConfigError
 
 __all__ = ["ParslBackend", "make_provider"]
 
 _LABEL = "recastfit_htex"
-
-
-def _provider_class(name: str) -> type:
-    if name == "local":
-        from parsl.providers import LocalProvider
-
-        return LocalProvider
-    if name == "slurm":
-        from parsl.providers import SlurmProvider
-
-        return SlurmProvider
-    if name == "htcondor":
-        from parsl.providers import CondorProvider
-
-        return CondorProvider
-    raise ConfigError("config.yaml", "backend.parsl_provider", "one of local, slurm, htcondor", name)
 
 
 def make_provider(name: str, options: dict[str, Any], threads: int = 1) -> Any:
@@ -41,16 +23,8 @@ def make_provider(name: str, options: dict[str, Any], threads: int = 1) -> Any:
     ``worker_init`` gets ``export OMP_NUM_THREADS=...`` (and the other BLAS variables)
     prepended so that workers never oversubscribe the cores of a node.
     """
-    cls = _provider_class(name)
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    for key in options:
-        if key not in allowed:
-            raise ConfigError(
-                "config.yaml",
-                f"backend.provider_options.{key}",
-                f"an argument of parsl {cls.__name__} ({', '.join(sorted(allowed))})",
-                key,
-            )
+    check_provider_options(name, options)
+    cls = provider_class(name)
     opts = dict(options)
     exports = "; ".join(f"export {k}='{v}'" for k, v in thread_env(threads).items())
     user_init = opts.pop("worker_init", "")
@@ -78,12 +52,14 @@ class ParslBackend(Backend):
         provider: str = "local",
         provider_options: dict[str, Any] | None = None,
         run_dir: str | None = None,
+        *,
+        rss_cap: int | None = None,
     ) -> None:
-        super().__init__(workers)
+        super().__init__(workers, rss_cap=rss_cap)
         self.provider_name = provider
         self.provider_options = dict(provider_options or {})
-        self._own_dir = run_dir is None
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="recastfit-parsl-"))
+        self._run_dir_config = run_dir
+        self._run_dir: RunDir | None = None
         self._dfk: Any = None
         self._apps: dict[Any, Any] = {}
 
@@ -94,6 +70,8 @@ class ParslBackend(Backend):
         from parsl.dataflow.dflow import DataFlowKernel
         from parsl.executors import HighThroughputExecutor
 
+        self._run_dir = RunDir(self._run_dir_config, "recastfit-parsl-")
+        run_dir = self._run_dir.path
         local = self.provider_name == "local"
         provider = make_provider(self.provider_name, self.provider_options)
         htex_opts: dict[str, Any] = {
@@ -101,14 +79,17 @@ class ParslBackend(Backend):
             "provider": provider,
             "max_workers_per_node": self.workers if local else self.provider_options.get("cores_per_node"),
             "cores_per_worker": 1,
-            "worker_logdir_root": str(self.run_dir / "workers"),
+            "worker_logdir_root": str(run_dir / "workers"),
         }
-        if local:
-            htex_opts.update(address="127.0.0.1", encrypted=False)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if local:  # workers run with this very interpreter (its venv), not whatever is first on PATH
+            from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+
+            module = f"{shlex.quote(sys.executable)} -m parsl.executors.high_throughput.process_worker_pool"
+            launch = DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", module, 1)
+            htex_opts.update(address="127.0.0.1", encrypted=False, launch_cmd=launch)
         config = Config(
             executors=[HighThroughputExecutor(**htex_opts)],
-            run_dir=str(self.run_dir / "runinfo"),
+            run_dir=str(run_dir / "runinfo"),
             strategy="none" if local else "simple",
             usage_tracking=0,
             initialize_logging=False,
@@ -116,7 +97,9 @@ class ParslBackend(Backend):
         self._dfk = DataFlowKernel(config)
 
     def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
-        path = self.run_dir / "backgrounds" / f"{bkg_digest}.json"
+        self.start()
+        assert self._run_dir is not None
+        path = self._run_dir.path / "backgrounds" / f"{bkg_digest}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(spec))
@@ -138,5 +121,6 @@ class ParslBackend(Backend):
             self._dfk.cleanup()
             self._dfk = None
             self._apps.clear()
-        if self._own_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._run_dir is not None:
+            self._run_dir.close()
+            self._run_dir = None
