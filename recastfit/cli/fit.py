@@ -69,5 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="results.json to write")
     p.add_argument("--cores", type=int, default=1, help="worker processes for the local back end")
     p.add_argument("--engine", choices=["pyhf", "fast"], help="override fit.engine")
-    p.add_argument("--backend", choices=["local", "parsl", "dask", "funcx"], help="override backend.name")
+    p.add_argument(
+        "--backend",
+        choices=["local", "parsl", "dask", "funcx", "globus_compute"],
+        help="override backend.name",
+    )
     p.set_defaults(func=run)
