@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from recastfit.infer.diagnostics import at_bounds, failure_reason
+from recastfit.infer.diagnostics import at_bounds, failure_reason, timed_out
 from recastfit.infer.fast.structure import (
     PatchInfo,
     Structure,
@@ -20,7 +20,10 @@ from recastfit.infer.fast.structure import (
 )
 from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
-__all__ = ["run_batch", "clear_cache", "bucket_size"]
+__all__ = ["run_batch", "clear_cache", "bucket_size", "BUCKETS", "MAX_CHUNK"]
+
+BUCKETS = (1, 8, 32, 128, 512, 1024)
+MAX_CHUNK = 1024
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,11 @@ def clear_cache() -> None:
 
 
 def bucket_size(n: int) -> int:
-    """Smallest bucket holding ``n`` points (batches are padded to fixed shapes)."""
-    from recastfit.infer.fast import BUCKETS
+    """Smallest bucket holding ``n`` points (batches are padded to fixed shapes).
 
+    >>> bucket_size(59), bucket_size(5000)
+    (128, 1024)
+    """
     for b in BUCKETS:
         if n <= b:
             return b
@@ -103,8 +108,6 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
 
 
 def _chunks(n: int):
-    from recastfit.infer.fast import MAX_CHUNK
-
     for lo in range(0, n, MAX_CHUNK):
         yield lo, min(n, lo + MAX_CHUNK)
 
@@ -195,10 +198,16 @@ def _empty_like(out, n: int):
 
 
 def _run_group(
-    runner, tasks: list[PatchTask], leaves: np.ndarray, settings: FitSettings, offsets: np.ndarray
+    runner,
+    tasks: list[PatchTask],
+    leaves: np.ndarray,
+    settings: FitSettings,
+    offsets: np.ndarray,
+    counter=None,
+    deadline: float | None = None,
 ) -> list[HypotestResult]:
     """Fits, retries and results of one structure group (``offsets``: NLL constants to remove)."""
-    from recastfit.infer.fast.asymptotics import cls_from_q
+    from recastfit.infer.asymptotics import cls_from_q
     from recastfit.infer.fast.hypotest import FIT_NAMES
 
     t0 = time.perf_counter()
@@ -266,26 +275,32 @@ def _run_group(
     return results
 
 
-def _fallback(
-    bkg_spec: dict, tasks: list[PatchTask], settings: FitSettings, why: str
+def _handover(tasks: list[PatchTask], why: str) -> list[HypotestResult]:
+    """Results for points the fast engine does not fit: ``failed`` with ``handover`` = why."""
+    log.info("fast engine: %d task(s) handed over to pyhf: %s", len(tasks), why)
+    return [
+        HypotestResult(
+            t.name, list(t.values), "failed", reason=why, engine="fast", diagnostics={"handover": why}
+        )
+        for t in tasks
+    ]
+
+
+def run_batch(
+    bkg_spec: dict,
+    tasks: Sequence[PatchTask],
+    settings: FitSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
 ) -> list[HypotestResult]:
-    from recastfit.infer.reference import hypotest_batch as ref_batch
-
-    log.info("fast engine: %d task(s) go to pyhf: %s", len(tasks), why)
-    out = ref_batch(bkg_spec, tasks, settings)
-    for r in out:
-        r.diagnostics.setdefault("fallback", why)
-    return out
-
-
-def run_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
     """Fast-engine hypothesis tests of ``tasks`` (see :func:`recastfit.infer.fast.hypotest_batch`)."""
     tasks = list(tasks)
     if not tasks:
         return []
     if settings.calctype != "asymptotics" or settings.test_stat not in ("qtilde", "q"):
         why = f"calctype={settings.calctype!r}, test_stat={settings.test_stat!r} not implemented"
-        return _fallback(bkg_spec, tasks, settings, why)
+        return _handover(tasks, why)
     bkg_key = _bkg_digest(bkg_spec)
     unified, offsets = unify_patches(bkg_spec, [t.patch for t in tasks])
     groups: dict = {}
@@ -294,26 +309,42 @@ def run_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings)
         key, structure = _structure(bkg_spec, bkg_key, unified[i], info)
         groups.setdefault(key, (structure, []))[1].append((i, task, info))
     results: list[HypotestResult | None] = [None] * len(tasks)
+    counter = _Counter(len(tasks), progress)
     for key, (structure, members) in groups.items():
         idx = [m[0] for m in members]
         group_tasks = [m[1] for m in members]
         if isinstance(structure, str):
-            out = _fallback(bkg_spec, group_tasks, settings, structure)
+            out = _handover(group_tasks, structure)
+        elif deadline is not None and time.monotonic() >= deadline:
+            out = [timed_out(t, "fast") for t in group_tasks]
         else:
             leaves = np.stack([m[2].leaves for m in members])
             runner = _runner(key, structure, float(settings.mu_test))
-            out = _run_group(runner, group_tasks, leaves, settings, offsets[idx])
-            failed = [j for j, r in enumerate(out) if not r.ok]
-            if failed:
-                redo = _fallback(
-                    bkg_spec, [group_tasks[j] for j in failed], settings, "fast-engine fit failed"
-                )
-                for j, r in zip(failed, redo, strict=True):
-                    if r.ok:
-                        r.diagnostics["fast_failure"] = out[j].reason
-                        out[j] = r
-                    else:
-                        out[j].diagnostics["pyhf_failure"] = r.reason
+            out = _run_group(runner, group_tasks, leaves, settings, offsets[idx], counter, deadline)
+            for r in out:
+                if not r.ok and r.reason != "timeout":
+                    r.diagnostics["handover"] = "fast-engine fit failed"
+        counter.add(len(out) - counter.pending())
         for i, r in zip(idx, out, strict=True):
             results[i] = r
     return results  # type: ignore[return-value]
+
+
+class _Counter:
+    """Reports points done (across groups) to a ``progress(done, total)`` callback."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None):
+        self.total, self.done, self.callback, self._group = total, 0, callback, 0
+
+    def add(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.done += n
+        self._group += n
+        if self.callback is not None:
+            self.callback(min(self.done, self.total), self.total)
+
+    def pending(self) -> int:
+        """Points of the current group already reported (reset for the next group)."""
+        n, self._group = self._group, 0
+        return n

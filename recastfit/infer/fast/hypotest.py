@@ -14,8 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recastfit.infer.fast.dense import raw_dict, static_part
-from recastfit.infer.fast.likelihood import (
+from recastfit.infer.dense import raw_dict, static_part
+from recastfit.infer.fast.jaxsetup import configure
+from recastfit.infer.fast.newton import make_minimizer
+from recastfit.infer.fast.structure import Structure
+from recastfit.infer.likelihood import (
     bin_terms,
     constraint_widths,
     derive_cells,
@@ -23,12 +26,10 @@ from recastfit.infer.fast.likelihood import (
     nll_terms,
     numpy_ops,
 )
-from recastfit.infer.fast.newton import make_minimizer
-from recastfit.infer.fast.structure import Structure
 
 __all__ = ["Runner", "PointFits", "FIT_NAMES", "STARTS"]
 
-jax.config.update("jax_enable_x64", True)
+configure()
 
 FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
 STARTS = 3  # start-point strategies tried in order (0 = warm starts; 1, 2 = retries)

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Unsupported", "RawCells", "DenseModel", "build_dense", "raw_dict", "static_part", "RAW_CELL_KEYS"]
+__all__ = [
+    "Unsupported",
+    "RawCells",
+    "DenseModel",
+    "build_dense",
+    "raw_dict",
+    "static_part",
+    "spec_size",
+    "RAW_CELL_KEYS",
+]
 
 RAW_CELL_KEYS = ("nom", "ns_hi", "ns_lo", "hs_hi", "hs_lo", "st_d", "sh_d")
 SUPPORTED = {"normfactor", "lumi", "staterror", "shapesys", "shapefactor", "normsys", "histosys"}
@@ -267,3 +276,29 @@ def raw_dict(raw: RawCells) -> dict:
         k: np.asarray(getattr(raw, k), float)
         for k in ("nom", "ns_hi", "ns_lo", "hs_hi", "hs_lo", "hs_on", "st_d", "sh_d")
     }
+
+
+_PER_BIN = ("staterror", "shapesys", "shapefactor")
+
+
+def spec_size(spec: dict) -> tuple[int, int, int]:
+    """(main-data bins, parameters, cells) of a workspace dict, counted without building a model.
+
+    >>> spec_size({"channels": [{"name": "SR", "samples": [
+    ...     {"data": [1.0, 2.0], "modifiers": [{"name": "s", "type": "staterror", "data": [0.1, 0.1]},
+    ...                                        {"name": "mu", "type": "normfactor", "data": None}]},
+    ...     {"data": [3.0, 4.0], "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]}]}]})
+    (2, 3, 4)
+    """
+    nbins = ncells = 0
+    pars: dict[str, int] = {}
+    for channel in spec.get("channels", []):
+        samples = channel.get("samples", [])
+        width = max((len(s.get("data", [])) for s in samples), default=0)
+        nbins += width
+        for sample in samples:
+            ncells += len(sample.get("data", []))
+            for mod in sample.get("modifiers", []):
+                size = width if mod.get("type") in _PER_BIN else 1
+                pars[str(mod.get("name"))] = max(pars.get(str(mod.get("name")), 0), size)
+    return nbins, sum(pars.values()), ncells
