@@ -3,8 +3,9 @@
 44 one-bin channels, 5 background samples each (220 samples), 100 normsys, 75 histosys,
 44 staterror (one per channel), 40 shapesys, 6 normfactors (5 background normalisations and
 the POI ``mu_SIG``, added with the signal) and ``lumi``: 265 parameters in the background, 267
-with a signal (``mu_SIG`` and a cross-section normsys), the size of the published 44-bin / 268-parameter likelihood on which large signals once hung the
-fast engine. Deterministic for a given seed; the observations are Poisson draws of the nominal.
+with a signal (``mu_SIG`` and a cross-section normsys), the size of the published
+44-bin / 268-parameter likelihood on which large signals once hung the fast engine.
+Deterministic for a given seed; the observations are Poisson draws of the nominal.
 
 >>> ws = workspace()
 >>> len(ws["channels"]), sum(len(c["samples"]) for c in ws["channels"])
