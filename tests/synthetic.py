@@ -12,7 +12,7 @@ Deterministic for a given seed; the observations are Poisson draws of the nomina
 (44, 220)
 >>> from recastfit.infer.dense import spec_size
 >>> spec_size(ws)
-(44, 265, 220)
+(44, 265, 220, 175)
 """
 
 from __future__ import annotations
@@ -88,7 +88,13 @@ def workspace(seed: int = 0, nchannels: int = NCHANNELS) -> dict:
                 "config": {
                     "poi": "mu_SIG",
                     "parameters": [
-                        {"name": "lumi", "auxdata": [1.0], "sigmas": [0.017], "bounds": [[0.915, 1.085]]},
+                        {
+                            "name": "lumi",
+                            "auxdata": [1.0],
+                            "sigmas": [0.017],
+                            "bounds": [[0.915, 1.085]],
+                            "inits": [1.0],
+                        },
                     ],
                 },
             }

@@ -64,20 +64,13 @@ def suggested_batch_size(spec: dict) -> int:
     """Points per batch for the fast engine on ``spec`` (a workspace dict), from the model's size.
 
     Peak memory of a batch grows with points x bins x parameters (the fitted Jacobians); the
-    size is chosen so that a worker stays under about 1.5 GiB. 1,024 for stau-size models.
+    size is chosen so that a worker stays under 2 GiB (see :func:`recastfit.infer.dense.chunk_size`);
+    1,024 for stau-size models. The fast engine itself never runs more points than this at once.
 
     >>> suggested_batch_size({"channels": [{"name": "SR", "samples": [{"data": [1.0],
     ...     "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]}]}]})
     1024
     """
-    from recastfit.infer.dense import spec_size
+    from recastfit.infer.dense import chunk_size, spec_size
 
-    nbins, npars, ncells = spec_size(spec)
-    # per point ~ 3 fits x (Jacobian B x P + cell derivatives C x P) doubles, a few copies live
-    per_point = 8 * 24 * (nbins * npars + ncells * npars) + 64 * 1024
-    budget = 1.0 * 2**30
-    n = int(budget // per_point)
-    for size in (1024, 512, 256, 128, 64, 32, 16, 8):
-        if n >= size:
-            return size
-    return 8
+    return chunk_size(*spec_size(spec))

@@ -59,7 +59,7 @@ class FitChecker:
         data = np.asarray(data, float)
         n = data[: dm.nbins]
         aux = self._aux(data[dm.nbins :])
-        nu, jac = bin_terms(theta, self.groups, dm.ns_par, dm.hs_par, self.codes, self.ops)
+        nu, jac = bin_terms(theta, self.groups, dm.nbins, dm.ns_par, dm.hs_par, self.codes, self.ops)
         value, grad, w, curv = nll_terms(
             theta,
             nu,

@@ -107,13 +107,26 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
 
 
-def _chunks(n: int):
-    for lo in range(0, n, MAX_CHUNK):
-        yield lo, min(n, lo + MAX_CHUNK)
+def _size(runner, kind: str, n: int) -> int:
+    """Batch size for ``n`` rows: the smallest already-compiled size that holds them, else a bucket.
+
+    Compiling a new size costs seconds to a minute; iterating a few padded rows costs little.
+    """
+    fits = [size for k, size in runner.compiled if k == kind and size >= n]
+    return min(fits) if fits else bucket_size(n)
 
 
-def _bkg_fits(runner, leaves: np.ndarray):
-    """mu=0 fits [N] (shared: one fit broadcast) with retries; returns (theta, value, ok, info)."""
+def _chunks(n: int, chunk: int = MAX_CHUNK):
+    for lo in range(0, n, chunk):
+        yield lo, min(n, lo + chunk)
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _bkg_fits(runner, leaves: np.ndarray, deadline: float | None = None):
+    """mu=0 fits [N] (shared: one fit broadcast) with retries; returns (theta, value, ok, pgrad, tried)."""
     from recastfit.infer.fast.hypotest import STARTS
 
     rows = leaves[:1] if runner.shared else leaves
@@ -121,61 +134,70 @@ def _bkg_fits(runner, leaves: np.ndarray):
     theta = np.zeros((n, runner.dense.npars))
     value = np.full(n, np.inf)
     ok = np.zeros(n, bool)
+    tried = np.zeros(n, bool)
     pgrad = np.full(n, np.inf)
     todo = np.arange(n)
     for start in range(STARTS):
         if not len(todo):
             break
-        for lo, hi in _chunks(len(todo)):
+        for lo, hi in _chunks(len(todo), runner.chunk):
+            if _expired(deadline):
+                break
             idx = todo[lo:hi]
-            out = runner.bkg_fit(_padded(rows[idx], bucket_size(len(idx))), start)
+            out = runner.bkg_fit(_padded(rows[idx], _size(runner, "bkg", len(idx))), start)
             m = len(idx)
             better = out.converged[:m] & (out.value[:m] < value[idx])
-            first = start == 0
-            upd = better | (first & ~ok[idx])
+            upd = better | ~tried[idx]
             theta[idx[upd]] = out.theta[:m][upd]
             value[idx[upd]] = out.value[:m][upd]
             pgrad[idx[upd]] = out.pgrad_norm[:m][upd]
             ok[idx[upd]] = out.converged[:m][upd]
+            tried[idx] = True
         todo = np.flatnonzero(~ok)
     if runner.shared:
         k = len(leaves)
-        return np.repeat(theta, k, 0), np.repeat(value, k), np.repeat(ok, k), np.repeat(pgrad, k)
-    return theta, value, ok, pgrad
+        return tuple(np.repeat(a, k, 0) for a in (theta, value, ok, pgrad, tried))
+    return theta, value, ok, pgrad, tried
 
 
-def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray):
-    """Three fits per point, retried from other starts where any did not converge."""
+def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray, counter=None, deadline=None):
+    """Three fits per point, retried (compacted into small batches) from other starts where any failed.
+
+    Returns ``(fits, retries, tried)``; ``tried`` is False for points the deadline left unfitted.
+    """
     from recastfit.infer.fast.hypotest import STARTS
 
     best = None
-    retries = np.zeros(len(leaves), int)
-    todo = np.arange(len(leaves))
+    n = len(leaves)
+    retries = np.zeros(n, int)
+    tried = np.zeros(n, bool)
+    todo = np.arange(n)
     for start in range(STARTS):
         if not len(todo):
             break
-        parts = []
-        for lo, hi in _chunks(len(todo)):
+        for lo, hi in _chunks(len(todo), runner.chunk):
+            if _expired(deadline):
+                break
             idx = todo[lo:hi]
-            size = bucket_size(len(idx))
-            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
-            parts.append((idx, out))
-        for idx, out in parts:
             m = len(idx)
+            size = _size(runner, "points", m)
+            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
             if best is None:
-                best = _empty_like(out, len(leaves))
+                best = _empty_like(out, n)
             retries[idx] += start > 0
             for f in range(3):
                 conv = out.converged[:m, f]
                 better = conv & (~best.converged[idx, f] | (out.value[:m, f] < best.value[idx, f]))
-                if start == 0:
-                    better = np.ones(m, bool)
+                better |= ~tried[idx]
                 sel = idx[better]
                 for name in ("value", "theta", "pgrad", "decrement", "iterations", "converged"):
                     getattr(best, name)[sel, f] = getattr(out, name)[:m][better, f]
             best.asimov_free[idx] = out.asimov_free[:m]
-        todo = np.flatnonzero(~best.converged.all(axis=1))
-    return best, retries
+            tried[idx] = True
+            if counter is not None:
+                counter.add(int(best.converged[idx].all(axis=1).sum()))
+        todo = np.flatnonzero(tried & ~best.converged.all(axis=1)) if best is not None else todo[:0]
+    return best, retries, tried
 
 
 def _empty_like(out, n: int):
@@ -212,8 +234,12 @@ def _run_group(
 
     t0 = time.perf_counter()
     dm = runner.dense
-    theta_b, value_b, ok_b, pgrad_b = _bkg_fits(runner, leaves)
-    fits, retries = _point_fits(runner, leaves, theta_b)
+    theta_b, value_b, ok_b, pgrad_b, tried_b = _bkg_fits(runner, leaves, deadline)
+    if not tried_b.all():
+        return [timed_out(t, "fast") for t in tasks]
+    fits, retries, tried = _point_fits(runner, leaves, theta_b, counter, deadline)
+    if fits is None:
+        return [timed_out(t, "fast") for t in tasks]
     # a free fit worse than the fixed-POI one missed the global minimum: the fixed point is better
     worse = fits.value[:, 0] > fits.value[:, 1] + NLL_TOL
     fits.value[worse, 0] = fits.value[worse, 1]
@@ -228,7 +254,11 @@ def _run_group(
     per_point = (time.perf_counter() - t0) / max(len(tasks), 1)
     free = ~dm.fixed
     results = []
+    expired = _expired(deadline)
     for i, task in enumerate(tasks):
+        if not tried[i] or (expired and not fits.converged[i].all()):
+            results.append(timed_out(task, "fast"))
+            continue
         fit_diag = {}
         for f, name in enumerate(FIT_NAMES):
             fit_diag[name] = {
