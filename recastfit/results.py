@@ -7,9 +7,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FitSettings", "HypotestResult", "PatchTask", "digest"]
+__all__ = ["FitSettings", "HypotestResult", "PatchTask", "digest", "ENGINES", "TEST_STATS", "CALCTYPES"]
 
-EXPECTED_SIGMAS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # order of ``cls_exp`` (pyhf's order)
+ENGINES = ("pyhf", "fast")
+TEST_STATS = ("qtilde", "q", "q0")
+CALCTYPES = ("asymptotics", "toybased")
 
 
 def digest(obj: Any) -> str:
@@ -20,15 +22,38 @@ def digest(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Everything that changes a hypothesis-test result (part of the store key)."""
+    """How hypothesis tests are run; all fields but ``timeout`` change a result (the store key).
+
+    ``timeout`` is the budget in seconds per point: engines stop at a deadline derived from it
+    and mark what is left ``failed``; back ends enforce it from outside the fitting process.
+
+    >>> FitSettings().key() == FitSettings(timeout=5.0).key()
+    True
+    >>> FitSettings(engine="minuit")
+    Traceback (most recent call last):
+    ...
+    ValueError: FitSettings.engine must be one of ('pyhf', 'fast'), got 'minuit'
+    """
 
     mu_test: float = 1.0
     test_stat: str = "qtilde"
     calctype: str = "asymptotics"
     engine: str = "pyhf"  # "pyhf" (reference) or "fast" (batched JAX)
+    timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("engine", ENGINES), ("test_stat", TEST_STATS), ("calctype", CALCTYPES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"FitSettings.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.timeout > 0:
+            raise ValueError(
+                f"FitSettings.timeout must be a positive number of seconds, got {self.timeout!r}"
+            )
 
     def key(self) -> str:
-        return digest(asdict(self))
+        d = asdict(self)
+        del d["timeout"]  # a budget, not a result: changing it keeps stored results valid
+        return digest(d)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,6 @@ def test_numpy_likelihood_matches_pyhf_logpdf(stat):
     model = ws.model(patches=[patch])
     data = np.asarray(ws.data(model))
     checker = FitChecker(jsonpatch.apply_patch(bkg, patch), model)
-    checker._cfg = model.config
     rng = np.random.default_rng(7)
     init = np.asarray(model.config.suggested_init())
     for scale in (0.3, 1.2):  # 1.2 puts some alphas beyond |alpha| = 1 (exponential / linear branches)
@@ -293,7 +292,6 @@ def test_erjr_pallet_no_stuck_fits(erjr_dir):
         model = ws.model(patches=[task.patch])
         data = np.asarray(ws.data(model))
         checker = FitChecker(jsonpatch.apply_patch(bkg, task.patch), model)
-        checker._cfg = model.config
         init = np.asarray(model.config.suggested_init())
         starts = [init] + [init + rng.normal(0, 0.3, len(init)) * (init == 0) for _ in range(2)]
         best = _multistart_nll(checker, model, data, starts)

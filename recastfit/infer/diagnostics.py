@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recastfit.results import HypotestResult, PatchTask
+
 __all__ = [
     "DECREMENT_TOL",
     "at_bounds",
@@ -20,6 +22,7 @@ __all__ = [
     "min_eigenvalue",
     "fit_report",
     "failure_reason",
+    "timed_out",
 ]
 
 DECREMENT_TOL = 2e-3  # twice-NLL units: a converged fit cannot improve by more than 1e-3 in NLL
@@ -125,3 +128,14 @@ def failure_reason(fits: dict) -> str | None:
         )
         bad.append(f"fit '{name}': {detail}")
     return "; ".join(bad) if bad else None
+
+
+def timed_out(task: PatchTask, engine: str) -> HypotestResult:
+    """The ``failed`` result of a point not finished before its deadline (reason ``"timeout"``).
+
+    >>> timed_out(PatchTask("p", (1.0,), []), "fast").reason
+    'timeout'
+    """
+    return HypotestResult(
+        task.name, list(task.values), "failed", reason="timeout", engine=engine, diagnostics={"timeout": True}
+    )

@@ -2,7 +2,7 @@
 
 Every fit pyhf made (free and fixed-POI fits to the data, the POI = 0 fit behind the Asimov
 data, the fixed-POI fit to the Asimov data) is checked with the exact gradient and
-Gauss-Newton curvature of the same likelihood (:mod:`recastfit.infer.fast.likelihood` on
+Gauss-Newton curvature of the same likelihood (:mod:`recastfit.infer.likelihood` on
 numpy; no JAX) and a finite-difference Hessian. A fit that fails the checks is redone from
 better starting points; what still fails is reported as ``failed`` with the reason.
 """
@@ -10,12 +10,15 @@ better starting points; what still fails is reported as ``failed`` with the reas
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyhf
 
-from recastfit.infer.diagnostics import failure_reason, fit_report
+from recastfit.infer.asymptotics import cls_from_q
+from recastfit.infer.dense import build_dense, raw_dict, static_part
+from recastfit.infer.diagnostics import failure_reason, fit_report, timed_out
+from recastfit.infer.likelihood import bin_terms, constraint_widths, derive_cells, nll_terms, numpy_ops
 from recastfit.results import FitSettings, HypotestResult, PatchTask
 
 __all__ = ["hypotest_one", "hypotest_batch", "FitChecker"]
@@ -29,12 +32,13 @@ FIT_KEYS = {
 
 
 class FitChecker:
-    """Exact gradient / curvature of a patched workspace's twice-NLL, on numpy."""
+    """Exact gradient / curvature of a patched workspace's twice-NLL, on numpy.
+
+    ``spec`` is the merged (patched) workspace dict and ``model`` its pyhf model.
+    """
 
     def __init__(self, spec: dict, model: pyhf.pdf.Model, hessian: bool = True):
-        from recastfit.infer.fast.dense import build_dense, raw_dict, static_part
-        from recastfit.infer.fast.likelihood import constraint_widths, derive_cells, numpy_ops
-
+        self.config = model.config
         self.ops = numpy_ops()
         self.dense = dm = build_dense(spec, model)
         self.codes = (dm.ns_code, dm.hs_code)
@@ -50,14 +54,12 @@ class FitChecker:
 
     def terms(self, theta, data):
         """(value, grad, Gauss-Newton curvature matrix) of twice-NLL at ``theta`` for pyhf ``data``."""
-        from recastfit.infer.fast.likelihood import bin_terms, nll_terms
-
         dm = self.dense
         theta = np.asarray(theta, float)
         data = np.asarray(data, float)
         n = data[: dm.nbins]
         aux = self._aux(data[dm.nbins :])
-        nu, jac = bin_terms(theta, self.groups, dm.ns_par, dm.hs_par, self.codes, self.ops)
+        nu, jac = bin_terms(theta, self.groups, dm.nbins, dm.ns_par, dm.hs_par, self.codes, self.ops)
         value, grad, w, curv = nll_terms(
             theta,
             nu,
@@ -76,7 +78,7 @@ class FitChecker:
     def _aux(self, auxdata: np.ndarray) -> np.ndarray:
         """pyhf's auxdata vector (``auxdata_order``) spread onto the parameter vector."""
         aux = np.zeros(self.dense.npars)
-        cfg = self._cfg
+        cfg = self.config
         pos = 0
         for name in cfg.auxdata_order:
             sl = cfg.par_slice(name)
@@ -106,11 +108,9 @@ class FitChecker:
 
 def _checker(spec: dict, model) -> FitChecker | None:
     try:
-        checker = FitChecker(spec, model)
+        return FitChecker(spec, model)
     except Exception:  # noqa: BLE001 - an unsupported model is checked by the pyhf-only fallback
         return None
-    checker._cfg = model.config
-    return checker
 
 
 def _free_masks(model, mu_fixed: bool) -> np.ndarray:
@@ -177,8 +177,6 @@ def _refit(model, data, settings: FitSettings, start: np.ndarray):
 
 def hypotest_one(workspace: pyhf.Workspace, task: PatchTask, settings: FitSettings) -> HypotestResult:
     """CLs (observed + 5 expected) and best-fit POI for one patched workspace, with diagnostics."""
-    from recastfit.infer.fast.asymptotics import cls_from_q
-
     t0 = time.perf_counter()
     model = workspace.model(patches=[task.patch])
     data = workspace.data(model)
@@ -277,8 +275,27 @@ def _workspace(bkg_spec: dict) -> pyhf.Workspace:
     return hit[1]
 
 
-def hypotest_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
-    """Run :func:`hypotest_one` for each task against one background workspace."""
+def hypotest_batch(
+    bkg_spec: dict,
+    tasks: Sequence[PatchTask],
+    settings: FitSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+) -> list[HypotestResult]:
+    """Run :func:`hypotest_one` for each task against one background workspace.
+
+    ``progress(done, total)`` is called after each point; no point is started after
+    ``deadline`` (:func:`time.monotonic`): those are ``failed`` with reason ``"timeout"``.
+    """
     pyhf.set_backend("numpy", "scipy")
     workspace = _workspace(bkg_spec)
-    return [hypotest_one(workspace, task, settings) for task in tasks]
+    out = []
+    for task in tasks:
+        if deadline is not None and time.monotonic() >= deadline:
+            out.append(timed_out(task, "pyhf"))
+        else:
+            out.append(hypotest_one(workspace, task, settings))
+        if progress is not None:
+            progress(len(out), len(tasks))
+    return out

@@ -2,25 +2,31 @@
 
 ``hypotest_batch(bkg_spec, tasks, settings)`` returns the same :class:`HypotestResult` as the
 pyhf reference (``recastfit.infer.reference``) for every task. Patches are grouped by
-structure; each group is fitted in padded batches by one compiled function. Groups the dense
-model cannot express, and settings it does not implement, go to the pyhf reference path.
-JAX is imported here, never by ``import recastfit``.
+structure; each group is fitted in padded batches by one compiled function. Points the dense
+model cannot express, settings it does not implement and fits that do not converge are
+returned ``failed`` with ``diagnostics["handover"]`` naming why: :func:`recastfit.infer.hypotest_batch`
+gives those to pyhf. JAX is imported here, never by ``import recastfit``; compiled programs are
+kept on disk (see :mod:`recastfit.infer.fast.jaxsetup`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from recastfit.results import FitSettings, HypotestResult, PatchTask
 
-__all__ = ["hypotest_batch", "BUCKETS", "MAX_CHUNK"]
-
-BUCKETS = (1, 8, 32, 128, 512, 1024)
-MAX_CHUNK = 1024
+__all__ = ["hypotest_batch"]
 
 
-def hypotest_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
+def hypotest_batch(
+    bkg_spec: dict,
+    tasks: Sequence[PatchTask],
+    settings: FitSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+) -> list[HypotestResult]:
     """CLs (observed and expected), best-fit POI, status and diagnostics for every task."""
     from recastfit.infer.fast.batch import run_batch
 
-    return run_batch(bkg_spec, tasks, settings)
+    return run_batch(bkg_spec, tasks, settings, progress=progress, deadline=deadline)

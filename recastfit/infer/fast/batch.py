@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from recastfit.infer.diagnostics import at_bounds, failure_reason
+from recastfit.infer.diagnostics import at_bounds, failure_reason, timed_out
 from recastfit.infer.fast.structure import (
     PatchInfo,
     Structure,
@@ -20,7 +20,10 @@ from recastfit.infer.fast.structure import (
 )
 from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
-__all__ = ["run_batch", "clear_cache", "bucket_size"]
+__all__ = ["run_batch", "clear_cache", "bucket_size", "BUCKETS", "MAX_CHUNK"]
+
+BUCKETS = (1, 8, 32, 128, 512, 1024)
+MAX_CHUNK = 1024
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,11 @@ def clear_cache() -> None:
 
 
 def bucket_size(n: int) -> int:
-    """Smallest bucket holding ``n`` points (batches are padded to fixed shapes)."""
-    from recastfit.infer.fast import BUCKETS
+    """Smallest bucket holding ``n`` points (batches are padded to fixed shapes).
 
+    >>> bucket_size(59), bucket_size(5000)
+    (128, 1024)
+    """
     for b in BUCKETS:
         if n <= b:
             return b
@@ -102,15 +107,26 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
 
 
-def _chunks(n: int):
-    from recastfit.infer.fast import MAX_CHUNK
+def _size(runner, kind: str, n: int) -> int:
+    """Batch size for ``n`` rows: the smallest already-compiled size that holds them, else a bucket.
 
-    for lo in range(0, n, MAX_CHUNK):
-        yield lo, min(n, lo + MAX_CHUNK)
+    Compiling a new size costs seconds to a minute; iterating a few padded rows costs little.
+    """
+    fits = [size for k, size in runner.compiled if k == kind and size >= n]
+    return min(fits) if fits else bucket_size(n)
 
 
-def _bkg_fits(runner, leaves: np.ndarray):
-    """mu=0 fits [N] (shared: one fit broadcast) with retries; returns (theta, value, ok, info)."""
+def _chunks(n: int, chunk: int = MAX_CHUNK):
+    for lo in range(0, n, chunk):
+        yield lo, min(n, lo + chunk)
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _bkg_fits(runner, leaves: np.ndarray, deadline: float | None = None):
+    """mu=0 fits [N] (shared: one fit broadcast) with retries; returns (theta, value, ok, pgrad, tried)."""
     from recastfit.infer.fast.hypotest import STARTS
 
     rows = leaves[:1] if runner.shared else leaves
@@ -118,61 +134,70 @@ def _bkg_fits(runner, leaves: np.ndarray):
     theta = np.zeros((n, runner.dense.npars))
     value = np.full(n, np.inf)
     ok = np.zeros(n, bool)
+    tried = np.zeros(n, bool)
     pgrad = np.full(n, np.inf)
     todo = np.arange(n)
     for start in range(STARTS):
         if not len(todo):
             break
-        for lo, hi in _chunks(len(todo)):
+        for lo, hi in _chunks(len(todo), runner.chunk):
+            if _expired(deadline):
+                break
             idx = todo[lo:hi]
-            out = runner.bkg_fit(_padded(rows[idx], bucket_size(len(idx))), start)
+            out = runner.bkg_fit(_padded(rows[idx], _size(runner, "bkg", len(idx))), start)
             m = len(idx)
             better = out.converged[:m] & (out.value[:m] < value[idx])
-            first = start == 0
-            upd = better | (first & ~ok[idx])
+            upd = better | ~tried[idx]
             theta[idx[upd]] = out.theta[:m][upd]
             value[idx[upd]] = out.value[:m][upd]
             pgrad[idx[upd]] = out.pgrad_norm[:m][upd]
             ok[idx[upd]] = out.converged[:m][upd]
+            tried[idx] = True
         todo = np.flatnonzero(~ok)
     if runner.shared:
         k = len(leaves)
-        return np.repeat(theta, k, 0), np.repeat(value, k), np.repeat(ok, k), np.repeat(pgrad, k)
-    return theta, value, ok, pgrad
+        return tuple(np.repeat(a, k, 0) for a in (theta, value, ok, pgrad, tried))
+    return theta, value, ok, pgrad, tried
 
 
-def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray):
-    """Three fits per point, retried from other starts where any did not converge."""
+def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray, counter=None, deadline=None):
+    """Three fits per point, retried (compacted into small batches) from other starts where any failed.
+
+    Returns ``(fits, retries, tried)``; ``tried`` is False for points the deadline left unfitted.
+    """
     from recastfit.infer.fast.hypotest import STARTS
 
     best = None
-    retries = np.zeros(len(leaves), int)
-    todo = np.arange(len(leaves))
+    n = len(leaves)
+    retries = np.zeros(n, int)
+    tried = np.zeros(n, bool)
+    todo = np.arange(n)
     for start in range(STARTS):
         if not len(todo):
             break
-        parts = []
-        for lo, hi in _chunks(len(todo)):
+        for lo, hi in _chunks(len(todo), runner.chunk):
+            if _expired(deadline):
+                break
             idx = todo[lo:hi]
-            size = bucket_size(len(idx))
-            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
-            parts.append((idx, out))
-        for idx, out in parts:
             m = len(idx)
+            size = _size(runner, "points", m)
+            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
             if best is None:
-                best = _empty_like(out, len(leaves))
+                best = _empty_like(out, n)
             retries[idx] += start > 0
             for f in range(3):
                 conv = out.converged[:m, f]
                 better = conv & (~best.converged[idx, f] | (out.value[:m, f] < best.value[idx, f]))
-                if start == 0:
-                    better = np.ones(m, bool)
+                better |= ~tried[idx]
                 sel = idx[better]
                 for name in ("value", "theta", "pgrad", "decrement", "iterations", "converged"):
                     getattr(best, name)[sel, f] = getattr(out, name)[:m][better, f]
             best.asimov_free[idx] = out.asimov_free[:m]
-        todo = np.flatnonzero(~best.converged.all(axis=1))
-    return best, retries
+            tried[idx] = True
+            if counter is not None:
+                counter.add(int(best.converged[idx].all(axis=1).sum()))
+        todo = np.flatnonzero(tried & ~best.converged.all(axis=1)) if best is not None else todo[:0]
+    return best, retries, tried
 
 
 def _empty_like(out, n: int):
@@ -195,16 +220,26 @@ def _empty_like(out, n: int):
 
 
 def _run_group(
-    runner, tasks: list[PatchTask], leaves: np.ndarray, settings: FitSettings, offsets: np.ndarray
+    runner,
+    tasks: list[PatchTask],
+    leaves: np.ndarray,
+    settings: FitSettings,
+    offsets: np.ndarray,
+    counter=None,
+    deadline: float | None = None,
 ) -> list[HypotestResult]:
     """Fits, retries and results of one structure group (``offsets``: NLL constants to remove)."""
-    from recastfit.infer.fast.asymptotics import cls_from_q
+    from recastfit.infer.asymptotics import cls_from_q
     from recastfit.infer.fast.hypotest import FIT_NAMES
 
     t0 = time.perf_counter()
     dm = runner.dense
-    theta_b, value_b, ok_b, pgrad_b = _bkg_fits(runner, leaves)
-    fits, retries = _point_fits(runner, leaves, theta_b)
+    theta_b, value_b, ok_b, pgrad_b, tried_b = _bkg_fits(runner, leaves, deadline)
+    if not tried_b.all():
+        return [timed_out(t, "fast") for t in tasks]
+    fits, retries, tried = _point_fits(runner, leaves, theta_b, counter, deadline)
+    if fits is None:
+        return [timed_out(t, "fast") for t in tasks]
     # a free fit worse than the fixed-POI one missed the global minimum: the fixed point is better
     worse = fits.value[:, 0] > fits.value[:, 1] + NLL_TOL
     fits.value[worse, 0] = fits.value[worse, 1]
@@ -219,7 +254,11 @@ def _run_group(
     per_point = (time.perf_counter() - t0) / max(len(tasks), 1)
     free = ~dm.fixed
     results = []
+    expired = _expired(deadline)
     for i, task in enumerate(tasks):
+        if not tried[i] or (expired and not fits.converged[i].all()):
+            results.append(timed_out(task, "fast"))
+            continue
         fit_diag = {}
         for f, name in enumerate(FIT_NAMES):
             fit_diag[name] = {
@@ -266,26 +305,32 @@ def _run_group(
     return results
 
 
-def _fallback(
-    bkg_spec: dict, tasks: list[PatchTask], settings: FitSettings, why: str
+def _handover(tasks: list[PatchTask], why: str) -> list[HypotestResult]:
+    """Results for points the fast engine does not fit: ``failed`` with ``handover`` = why."""
+    log.info("fast engine: %d task(s) handed over to pyhf: %s", len(tasks), why)
+    return [
+        HypotestResult(
+            t.name, list(t.values), "failed", reason=why, engine="fast", diagnostics={"handover": why}
+        )
+        for t in tasks
+    ]
+
+
+def run_batch(
+    bkg_spec: dict,
+    tasks: Sequence[PatchTask],
+    settings: FitSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
 ) -> list[HypotestResult]:
-    from recastfit.infer.reference import hypotest_batch as ref_batch
-
-    log.info("fast engine: %d task(s) go to pyhf: %s", len(tasks), why)
-    out = ref_batch(bkg_spec, tasks, settings)
-    for r in out:
-        r.diagnostics.setdefault("fallback", why)
-    return out
-
-
-def run_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings) -> list[HypotestResult]:
     """Fast-engine hypothesis tests of ``tasks`` (see :func:`recastfit.infer.fast.hypotest_batch`)."""
     tasks = list(tasks)
     if not tasks:
         return []
     if settings.calctype != "asymptotics" or settings.test_stat not in ("qtilde", "q"):
         why = f"calctype={settings.calctype!r}, test_stat={settings.test_stat!r} not implemented"
-        return _fallback(bkg_spec, tasks, settings, why)
+        return _handover(tasks, why)
     bkg_key = _bkg_digest(bkg_spec)
     unified, offsets = unify_patches(bkg_spec, [t.patch for t in tasks])
     groups: dict = {}
@@ -294,26 +339,42 @@ def run_batch(bkg_spec: dict, tasks: Sequence[PatchTask], settings: FitSettings)
         key, structure = _structure(bkg_spec, bkg_key, unified[i], info)
         groups.setdefault(key, (structure, []))[1].append((i, task, info))
     results: list[HypotestResult | None] = [None] * len(tasks)
+    counter = _Counter(len(tasks), progress)
     for key, (structure, members) in groups.items():
         idx = [m[0] for m in members]
         group_tasks = [m[1] for m in members]
         if isinstance(structure, str):
-            out = _fallback(bkg_spec, group_tasks, settings, structure)
+            out = _handover(group_tasks, structure)
+        elif deadline is not None and time.monotonic() >= deadline:
+            out = [timed_out(t, "fast") for t in group_tasks]
         else:
             leaves = np.stack([m[2].leaves for m in members])
             runner = _runner(key, structure, float(settings.mu_test))
-            out = _run_group(runner, group_tasks, leaves, settings, offsets[idx])
-            failed = [j for j, r in enumerate(out) if not r.ok]
-            if failed:
-                redo = _fallback(
-                    bkg_spec, [group_tasks[j] for j in failed], settings, "fast-engine fit failed"
-                )
-                for j, r in zip(failed, redo, strict=True):
-                    if r.ok:
-                        r.diagnostics["fast_failure"] = out[j].reason
-                        out[j] = r
-                    else:
-                        out[j].diagnostics["pyhf_failure"] = r.reason
+            out = _run_group(runner, group_tasks, leaves, settings, offsets[idx], counter, deadline)
+            for r in out:
+                if not r.ok and r.reason != "timeout":
+                    r.diagnostics["handover"] = "fast-engine fit failed"
+        counter.add(len(out) - counter.pending())
         for i, r in zip(idx, out, strict=True):
             results[i] = r
     return results  # type: ignore[return-value]
+
+
+class _Counter:
+    """Reports points done (across groups) to a ``progress(done, total)`` callback."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None):
+        self.total, self.done, self.callback, self._group = total, 0, callback, 0
+
+    def add(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.done += n
+        self._group += n
+        if self.callback is not None:
+            self.callback(min(self.done, self.total), self.total)
+
+    def pending(self) -> int:
+        """Points of the current group already reported (reset for the next group)."""
+        n, self._group = self._group, 0
+        return n

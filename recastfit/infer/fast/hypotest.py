@@ -14,8 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recastfit.infer.fast.dense import raw_dict, static_part
-from recastfit.infer.fast.likelihood import (
+from recastfit.infer.dense import chunk_size, raw_dict, static_part
+from recastfit.infer.fast.jaxsetup import configure
+from recastfit.infer.fast.newton import make_minimizer
+from recastfit.infer.fast.structure import Structure
+from recastfit.infer.likelihood import (
     bin_terms,
     constraint_widths,
     derive_cells,
@@ -23,19 +26,17 @@ from recastfit.infer.fast.likelihood import (
     nll_terms,
     numpy_ops,
 )
-from recastfit.infer.fast.newton import make_minimizer
-from recastfit.infer.fast.structure import Structure
 
 __all__ = ["Runner", "PointFits", "FIT_NAMES", "STARTS"]
 
-jax.config.update("jax_enable_x64", True)
+configure()
 
 FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
 STARTS = 3  # start-point strategies tried in order (0 = warm starts; 1, 2 = retries)
 # iteration budget per strategy, in units of max_iter: the first pass is short so that a few slow
 # points do not hold up a whole batch (all points iterate until the slowest stops); the few
-# stragglers are redone in small batches with a long budget, and last with exact Newton steps
-RETRY_BUDGET = (1, 10, 5)  # the last strategy takes exact (autodiff) Newton steps
+# stragglers are redone, compacted into small batches, from other starting points
+RETRY_BUDGET = (1, 3, 3)
 
 
 @dataclass
@@ -52,9 +53,13 @@ class PointFits:
 
 
 class Runner:
-    """Jitted batch functions of one :class:`Structure` for one ``mu_test``."""
+    """Jitted batch functions of one :class:`Structure` for one ``mu_test``.
 
-    def __init__(self, structure: Structure, mu_test: float = 1.0, max_iter: int = 40):
+    Every model array goes into the compiled functions as an argument, not as a constant:
+    constants would be folded into the program (slow to compile, large to cache).
+    """
+
+    def __init__(self, structure: Structure, mu_test: float = 1.0, max_iter: int = 30):
         self.structure = structure
         dm = structure.dense
         self.dense = dm
@@ -63,42 +68,47 @@ class Runner:
         cells = dm.cells
         stat_raw = cells.select(structure.static_cells)
         var_raw = cells.select(structure.var_cells)
-        codes = (dm.ns_code, dm.hs_code)
-        self._codes = codes
-        np_ops = numpy_ops()
-        self._static = []
+        self._codes = codes = (dm.ns_code, dm.hs_code)
+        static = []
         if len(structure.static_cells):
-            self._static.append(
-                (derive_cells(raw_dict(stat_raw), *codes, np_ops), static_part(stat_raw, npar, nbins))
+            static.append(
+                (derive_cells(raw_dict(stat_raw), *codes, numpy_ops()), static_part(stat_raw, npar, nbins))
             )
-        self._var_static = static_part(var_raw, npar, nbins) if len(structure.var_cells) else None
-        self._var_base = raw_dict(var_raw)
+        has_var = bool(len(structure.var_cells))
         constrained = dm.gauss | dm.pois
-        self._cidx = jnp.asarray(np.flatnonzero(constrained))
-        self._uidx = jnp.asarray(np.flatnonzero(~constrained))
-        self._arrays = {
-            "static": jax.tree_util.tree_map(jnp.asarray, self._static),
-            "var_static": None
-            if self._var_static is None
-            else jax.tree_util.tree_map(jnp.asarray, self._var_static),
-            "var_base": jax.tree_util.tree_map(jnp.asarray, self._var_base),
-            "slots": {k: (jnp.asarray(p), jnp.asarray(lf)) for k, (p, lf) in structure.slots.items()},
-            "obs_slots": tuple(jnp.asarray(a) for a in structure.obs_slots),
-        }
-        self.shared = structure.bkg_shareable
-        self._max_iter = max_iter
         free = ~dm.fixed
-        self._free = jnp.asarray(free, float)
         free_cond = free.copy()
         free_cond[dm.poi] = False
-        self._free_cond = jnp.asarray(free_cond, float)
-        self._bkg = jax.jit(jax.vmap(self._bkg_fit, in_axes=(0, None)), static_argnums=1)
-        self._points = jax.jit(jax.vmap(self._point_fits, in_axes=(0, 0, None)), static_argnums=2)
+        arrays = {
+            "static": static,
+            "var_static": static_part(var_raw, npar, nbins) if has_var else None,
+            "var_base": raw_dict(var_raw),
+            "slots": {k: (p, lf) for k, (p, lf) in structure.slots.items()},
+            "obs_slots": tuple(structure.obs_slots),
+            "cidx": np.flatnonzero(constrained),
+            "uidx": np.flatnonzero(~constrained),
+            "free": free.astype(float),
+            "free_cond": free_cond.astype(float),
+        }
+        for name in ("sigma", "obs", "aux", "init", "lo", "hi", "ns_par", "hs_par"):
+            arrays[name] = np.asarray(getattr(dm, name))
+        mult = np.zeros(npar + 1)
+        mult[np.unique(cells.mult)] = 1.0
+        arrays["mult"] = mult[:npar] * (dm.lo >= 0)
+        arrays["gauss"] = dm.gauss.astype(float)
+        arrays["pois"] = dm.pois.astype(float)
+        self._arrays = jax.tree_util.tree_map(jnp.asarray, arrays)
+        self.shared = structure.bkg_shareable
+        self.chunk = chunk_size(dm.nbins, npar, len(cells.nom), len(dm.ns_par) + len(dm.hs_par))
+        self._max_iter = max_iter
+        # the strategy is data, not a static argument: one compiled program per batch size serves all
+        self._bkg = jax.jit(jax.vmap(self._bkg_fit, in_axes=(None, 0, None)))
+        self._points = jax.jit(jax.vmap(self._point_fits, in_axes=(None, 0, 0, None)))
+        self.compiled: set[tuple[str, int]] = set()  # (function, batch size) already compiled
 
     # -- likelihood of one point ------------------------------------------------------------
-    def _prepare(self, leaves):
+    def _prepare(self, arr, leaves):
         ops = jax_ops()
-        dm, arr = self.dense, self._arrays
         groups = list(arr["static"])
         if arr["var_static"] is not None:
             raw = {}
@@ -108,93 +118,95 @@ class Runner:
                     base = base.reshape(-1).at[pos].set(leaves[leaf]).reshape(base.shape)
                 raw[key] = base
             groups.append((derive_cells(raw, *self._codes, ops), arr["var_static"]))
-        sigma, tau = constraint_widths(groups, jnp.asarray(dm.sigma), ops)
-        obs = jnp.asarray(dm.obs)
+        sigma, tau = constraint_widths(groups, arr["sigma"], ops)
+        obs = arr["obs"]
         pos, leaf = arr["obs_slots"]
         if pos.shape[0]:
             obs = obs.at[pos].set(leaves[leaf])
-        aux = jnp.where(jnp.asarray(dm.pois), tau, jnp.asarray(dm.aux))
+        aux = jnp.where(arr["pois"] > 0, tau, arr["aux"])
         return groups, sigma, tau, obs, aux
 
-    def _evaluator(self, groups, sigma, tau):
+    def _evaluator(self, arr, groups, sigma, tau):
         ops = jax_ops()
-        dm = self.dense
-        gauss, pois = jnp.asarray(dm.gauss, float), jnp.asarray(dm.pois, float)
-        ns_par, hs_par = jnp.asarray(dm.ns_par), jnp.asarray(dm.hs_par)
+        nbins = self.dense.nbins
 
         def rates(theta):
-            return bin_terms(theta, groups, ns_par, hs_par, self._codes, ops)
+            return bin_terms(theta, groups, nbins, arr["ns_par"], arr["hs_par"], self._codes, ops)
 
         def evaluate(theta, data):
             n, aux = data
             nu, jac = rates(theta)
-            value, grad, w, curv = nll_terms(theta, nu, jac, n, aux, sigma, tau, gauss, pois, ops)
+            value, grad, w, curv = nll_terms(
+                theta, nu, jac, n, aux, sigma, tau, arr["gauss"], arr["pois"], ops
+            )
             return value, grad, jac, w, curv
 
         return rates, evaluate
 
-    def _minimizer(self, evaluate, start: int):
-        dm = self.dense
+    def _minimizer(self, arr, evaluate, start):
+        budget = jnp.asarray(RETRY_BUDGET)[start] * self._max_iter
         return make_minimizer(
-            evaluate,
-            jnp.asarray(dm.lo),
-            jnp.asarray(dm.hi),
-            self._cidx,
-            self._uidx,
-            max_iter=self._max_iter * RETRY_BUDGET[start],
-            exact=start == STARTS - 1,
+            evaluate, arr["lo"], arr["hi"], arr["cidx"], arr["uidx"], arr["mult"], max_iter=budget
         )
 
-    def _bkg_fit(self, leaves, start: int):
-        groups, sigma, tau, obs, aux = self._prepare(leaves)
-        _, evaluate = self._evaluator(groups, sigma, tau)
-        minimize = self._minimizer(evaluate, start)
-        theta0 = jnp.asarray(self.dense.init).at[self.dense.poi].set(0.0)
-        return minimize(theta0, self._free_cond, (obs, aux))
+    def _bkg_fit(self, arr, leaves, start: int):
+        groups, sigma, tau, obs, aux = self._prepare(arr, leaves)
+        _, evaluate = self._evaluator(arr, groups, sigma, tau)
+        minimize = self._minimizer(arr, evaluate, start)
+        init = arr["init"]
+        theta0 = jnp.stack([init, 0.5 * (init + arr["lo"]), 0.5 * (init + arr["hi"])])[start]
+        theta0 = jnp.where(arr["free_cond"] > 0, theta0, init).at[self.dense.poi].set(0.0)
+        return minimize(theta0, arr["free_cond"], (obs, aux))
 
-    def _point_fits(self, leaves, theta_bkg, start: int):
+    def _point_fits(self, arr, leaves, theta_bkg, start: int):
         dm = self.dense
         poi, mu = dm.poi, self.mu_test
-        groups, sigma, tau, obs, aux = self._prepare(leaves)
-        rates, evaluate = self._evaluator(groups, sigma, tau)
-        minimize = self._minimizer(evaluate, start)
-        init = jnp.asarray(dm.init)
-        pois = jnp.asarray(dm.pois)
+        groups, sigma, tau, obs, aux = self._prepare(arr, leaves)
+        rates, evaluate = self._evaluator(arr, groups, sigma, tau)
+        minimize = self._minimizer(arr, evaluate, start)
+        init = arr["init"]
+        pois = arr["pois"] > 0
         # Asimov data from the mu=0 fit: main data = expected rates, aux = expected aux
         n_a, _ = rates(theta_bkg)
         aux_a = jnp.where(pois, theta_bkg * tau, theta_bkg)
-        aux_a = jnp.where(jnp.asarray(dm.gauss) | pois, aux_a, aux)
+        aux_a = jnp.where((arr["gauss"] > 0) | pois, aux_a, aux)
         asimov_free = evaluate(theta_bkg, (n_a, aux_a))[0]
-        if start == 0:
-            s_free = theta_bkg.at[poi].set(init[poi])
-        elif start == 1:
-            s_free = init
-        else:
-            s_free = theta_bkg
-        free = minimize(s_free, self._free, (obs, aux))
-        s_fix = {0: free.theta, 1: theta_bkg, 2: init}[start].at[poi].set(mu)
-        fixed = minimize(s_fix, self._free_cond, (obs, aux))
-        s_asi = {0: theta_bkg, 1: init, 2: fixed.theta}[start].at[poi].set(mu)
-        fixed_a = minimize(s_asi, self._free_cond, (n_a, aux_a))
-        stack = lambda *xs: jnp.stack(xs)  # noqa: E731
-        fits = (free, fixed, fixed_a)
+        # start 0: the mu=0 fit for all three (most scanned points are excluded); 1: the
+        # suggested init; 2: between the two (the free fit from the mu=0 fit with mu = 0)
+        mid = 0.5 * (theta_bkg + init)
+        base = jnp.stack(
+            [
+                jnp.stack([theta_bkg, theta_bkg, theta_bkg]),
+                jnp.stack([init, init, init]),
+                jnp.stack([theta_bkg, mid, mid]),
+            ]
+        )[start]
+        s_free = base[0].at[poi].set(jnp.where(start == 2, 0.0, init[poi]))
+        starts = jnp.stack([s_free, base[1].at[poi].set(mu), base[2].at[poi].set(mu)])
+        masks = jnp.stack([arr["free"], arr["free_cond"], arr["free_cond"]])
+        main = jnp.stack([obs, obs, n_a])
+        auxs = jnp.stack([aux, aux, aux_a])
+        # one minimiser, vmapped over the three fits (one compiled loop instead of three)
+        out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
         return (
-            stack(*(f.value for f in fits)),
-            stack(*(f.theta for f in fits)),
-            stack(*(f.pgrad_norm for f in fits)),
-            stack(*(f.decrement for f in fits)),
-            stack(*(f.iterations for f in fits)),
-            stack(*(f.converged for f in fits)),
+            out.value,
+            out.theta,
+            out.pgrad_norm,
+            out.decrement,
+            out.iterations,
+            out.converged,
             asimov_free,
         )
 
     # -- batch API ---------------------------------------------------------------------------
     def bkg_fit(self, leaves: np.ndarray, start: int = 0):
         """The fixed POI = 0 fit for each row of ``leaves`` ([N, L]); returns numpy FitOut fields."""
-        out = self._bkg(jnp.asarray(leaves), start)
+        self.compiled.add(("bkg", len(leaves)))
+        out = self._bkg(self._arrays, jnp.asarray(leaves), start)
         return jax.tree_util.tree_map(np.asarray, out)
 
     def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray, start: int = 0) -> PointFits:
         """Three fits per row of ``leaves`` ([N, L]) given the mu=0 fits ``theta_bkg`` ([N, P])."""
-        out = self._points(jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
+        self.compiled.add(("points", len(leaves)))
+        out = self._points(self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
         return PointFits(*(np.asarray(o) for o in out))

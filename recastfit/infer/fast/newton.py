@@ -1,9 +1,19 @@
-"""Bounded Gauss-Newton / Levenberg-Marquardt minimiser with a low-rank (Woodbury) solve.
+"""Bounded trust-region Newton-CG minimiser, preconditioned by a low-rank Gauss-Newton solve.
 
-The curvature is ``diag(d) + Jw^T Jw`` with ``Jw = sqrt(w) J`` of shape [B, P] and B (data
-bins) small: constrained parameters are eliminated with the Woodbury identity through a
-B x B matrix, unconstrained ones (normfactor, shapefactor) through a small Schur complement,
-so a step costs about one gradient evaluation. Written for one point; callers ``vmap`` it.
+Why not plain Gauss-Newton: the Fisher (Gauss-Newton) curvature ``J^T diag(2/nu) J`` equals
+the Hessian only where the model matches the data. For fixed-POI fits with large signals
+(expected counts 100x the observed ones) the Hessian differs from it by factors 0.3-2 in many
+directions, so Gauss-Newton steps overshoot or undershoot, Levenberg-Marquardt damping takes
+over and fits crawl for hundreds of iterations. Here each step solves ``(H + lam D) x = -g``
+with the exact Hessian ``H`` applied matrix-free (Hessian-vector products by forward-mode
+differentiation of the hand-written gradient, one linearisation per step) by preconditioned
+conjugate gradients. The preconditioner is the Gauss-Newton matrix ``diag(d) + Jw^T Jw``
+(``Jw = sqrt(w) J`` of shape [B, P], B data bins small), solved with the Woodbury identity
+through a B x B Cholesky factor (unconstrained parameters through a small Schur complement),
+so where Gauss-Newton is already right CG stops after one iteration. Negative curvature ends
+CG early (the Gauss-Newton step is used if it comes first). No dense P x P matrix is formed.
+
+Written for one point; callers ``vmap`` it.
 """
 
 from __future__ import annotations
@@ -14,12 +24,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FitOut", "make_minimizer", "lowrank_solve"]
+__all__ = ["FitOut", "make_minimizer", "lowrank_factor"]
 
 LAM0 = 1e-3
 LAM_MIN = 1e-9
 LAM_MAX = 1e10
 TINY = 1e-12
+CG_RTOL = 0.1
+DEBUG = False
+SHRINK = 8.0
+SHRINK_MIN = 1e-3  # inexact Newton: relative preconditioned residual at which CG stops
 
 
 class FitOut(NamedTuple):
@@ -32,42 +46,80 @@ class FitOut(NamedTuple):
     converged: jax.Array
 
 
-def lowrank_solve(jw, curv, grad, free, lam, cidx, uidx):
-    """Step ``x`` solving ``(diag(d) + Jw^T Jw) x = -g`` on the free parameters (others: 0)."""
+def lowrank_factor(jw, curv, free, lam, cidx, uidx):
+    """Return ``(solve, dscale)``: ``solve(r)`` = ``(D_lam + Jw^T Jw)^-1 r`` on the free parameters.
+
+    ``D_lam = curv (1 + lam) + lam diag(Jw^T Jw)``; ``dscale = curv + diag(Jw^T Jw)`` is the
+    Levenberg-Marquardt scaling (the damping added to the Hessian is ``lam * dscale``).
+    """
     jwf = jw * free[None, :]
-    g = grad * free
     diag_j = jnp.sum(jwf * jwf, axis=0)
+    dscale = curv + diag_j
     d = curv * (1.0 + lam) + lam * diag_j + TINY * (1.0 + diag_j)
     d = jnp.where(free > 0, d, 1.0)
-    jc, dc, rc = jwf[:, cidx], d[cidx], -g[cidx]
+    jc, dc = jwf[:, cidx], d[cidx]
     nb = jw.shape[0]
-    cap = jnp.eye(nb) + (jc / dc[None, :]) @ jc.T
-    chol = jnp.linalg.cholesky(cap)
+    chol = jnp.linalg.cholesky(jnp.eye(nb) + (jc / dc[None, :]) @ jc.T)
 
     def cinv(v):
         return jax.scipy.linalg.cho_solve((chol, True), v)
 
-    x = jnp.zeros_like(grad)
     if uidx.shape[0]:
-        ju, du, ru = jwf[:, uidx], d[uidx], -g[uidx]
-        cinv_ju = cinv(ju)
-        schur = jnp.diag(du) + ju.T @ cinv_ju
-        rhs = ru - ju.T @ cinv(jc @ (rc / dc))
-        xu = jnp.linalg.solve(schur, rhs)
-        rc = rc - jc.T @ (ju @ xu)
-        x = x.at[uidx].set(xu)
-    xc = (rc - jc.T @ cinv(jc @ (rc / dc))) / dc
-    return x.at[cidx].set(xc)
+        ju, du = jwf[:, uidx], d[uidx]
+        schur = jnp.diag(du) + ju.T @ cinv(ju)
+        lu = jax.scipy.linalg.lu_factor(schur)
+
+    def solve(r):
+        r = r * free
+        x = jnp.zeros_like(r)
+        rc = r[cidx]
+        if uidx.shape[0]:
+            ru = r[uidx]
+            rhs = ru - ju.T @ cinv(jc @ (rc / dc))
+            xu = jax.scipy.linalg.lu_solve(lu, rhs)
+            rc = rc - jc.T @ (ju @ xu)
+            x = x.at[uidx].set(xu)
+        xc = (rc - jc.T @ cinv(jc @ (rc / dc))) / dc
+        return x.at[cidx].set(xc) * free
+
+    return solve, dscale
 
 
-def exact_step(hess, grad, free, lam):
-    """Damped Newton step with the exact Hessian on the free block (NaN where not PD)."""
-    fr = free > 0
-    m = jnp.outer(fr, fr)
-    h = jnp.where(m, hess, 0.0)
-    h = h + jnp.diag(jnp.where(fr, lam * (jnp.abs(jnp.diag(hess)) + 1e-8), 1.0))
-    chol = jnp.linalg.cholesky(h)
-    return jax.scipy.linalg.cho_solve((chol, True), -grad * free)
+def _pcg(apply_a, solve_m, b, max_iter: int):
+    """Preconditioned CG for ``A x = b`` from 0; stops at negative curvature or small residual.
+
+    Returns ``(x, xAx)``; if the first direction already has non-positive curvature, ``x`` is
+    the preconditioned right-hand side (the Gauss-Newton step).
+    """
+    z = solve_m(b)
+    rz0 = jnp.dot(b, z)
+
+    def cond(s):
+        k, _, _, _, _, rz, _, stop = s
+        return (k < max_iter) & ~stop & (rz > (CG_RTOL**2) * rz0)
+
+    def body(s):
+        k, x, xax, r, p, rz, _, _ = s
+        ap = apply_a(p)
+        pap = jnp.dot(p, ap)
+        neg = ~(pap > 0)
+        alpha = jnp.where(neg, 0.0, rz / jnp.where(neg, 1.0, pap))
+        # x A x for x + alpha p (A symmetric): xAx + 2 alpha p.A x + alpha^2 pAp, with A x = b - r
+        xax_new = xax + 2.0 * alpha * jnp.dot(p, b - r) + alpha**2 * pap
+        x_new = x + alpha * p
+        r_new = r - alpha * ap
+        z_new = solve_m(r_new)
+        rz_new = jnp.dot(r_new, z_new)
+        beta = rz_new / jnp.where(rz > 0, rz, 1.0)
+        first_neg = neg & (k == 0)
+        x_new = jnp.where(first_neg, z, x_new)
+        xax_new = jnp.where(first_neg, jnp.nan, xax_new)
+        return (k + 1, x_new, xax_new, r_new, z_new + beta * p, rz_new, neg, neg)
+
+    init = (0, jnp.zeros_like(b), jnp.asarray(0.0), b, z, rz0, False, rz0 <= 0)
+    k, x, xax, _, _, _, neg, _ = jax.lax.while_loop(cond, body, init)
+    x = jnp.where(rz0 > 0, x, z)
+    return x, xax, k, neg
 
 
 def make_minimizer(
@@ -76,18 +128,21 @@ def make_minimizer(
     hi,
     cidx,
     uidx,
-    max_iter: int = 100,
+    mult,
+    max_iter=100,
     tol: float = 1e-8,
     accept: float = 1e-4,
-    exact: bool = False,
+    cg_iter: int = 12,
 ) -> Callable:
     """Return ``minimize(theta0, free, args) -> FitOut``.
 
-    ``evaluate(theta, args) -> (value, grad, jac, w, curv)``; ``free`` is a 0/1 float mask.
-    With ``exact`` the step uses the autodiff Hessian (Gauss-Newton where it is not positive
-    definite): costly, meant for the few fits that Gauss-Newton does not finish.
-    Iterations stop when the Gauss-Newton decrement falls below ``tol`` (twice-NLL units); the
-    fit counts as converged when the decrement at the end is below ``accept``.
+    ``evaluate(theta, args) -> (value, grad, jac, w, curv)`` (twice-NLL, its gradient, the
+    Jacobian of the expected main data, Gauss-Newton bin weights, diagonal constraint
+    curvature); ``free`` is a 0/1 float mask; ``mult`` marks multiplicative parameters
+    (normfactor, lumi, staterror, shapesys, shapefactor with lower bound >= 0). Iterations stop
+    when the Newton decrement falls
+    below ``tol`` (twice-NLL units); the fit counts as converged when the Gauss-Newton
+    decrement at the end is below ``accept``. ``max_iter`` may be a traced integer.
     """
 
     def active_free(theta, grad, free):
@@ -99,21 +154,40 @@ def make_minimizer(
         theta0 = jnp.clip(theta0, lo, hi)
         value0, grad0, jac0, w0, curv0 = evaluate(theta0, args)
 
+        def grad_fn(t):
+            return evaluate(t, args)[1]
+
         def step(state):
             it, theta, value, grad, jac, w, curv, lam, dec, _ = state
             fr = active_free(theta, grad, free)
             jw = jnp.sqrt(w)[:, None] * jac
-            x = lowrank_solve(jw, curv, grad, fr, lam, cidx, uidx)
-            if exact:
-                hess = jax.hessian(lambda t: evaluate(t, args)[0])(theta)
-                xe = exact_step(hess, grad, fr, lam)
-                x = jnp.where(jnp.all(jnp.isfinite(xe)) & (jnp.dot(grad, xe) < 0), xe, x)
-            trial = jnp.clip(theta + x, lo, hi)
+            solve_m, dscale = lowrank_factor(jw, curv, fr, lam, cidx, uidx)
+            _, hvp = jax.linearize(grad_fn, theta)
+
+            def apply_a(v):
+                v = v * fr
+                return (hvp(v) + lam * dscale * v) * fr
+
+            x, _, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
+            # multiplicative factors shrink at most 8x per step (unless already small): a step
+            # that overshoots to ~0 would leave a -n log(factor) term that Newton only doubles away
+            floor = jnp.where((mult > 0) & (theta > SHRINK_MIN), jnp.maximum(lo, theta / SHRINK), lo)
+            trial = jnp.clip(theta + x, floor, hi)
+            step_taken = trial - theta
             tv, tg, tj, tw, tc = evaluate(trial, args)
+            gx = jnp.dot(grad, step_taken)
+            pred = -(gx + 0.5 * jnp.dot(step_taken, apply_a(step_taken)))
             ok = jnp.isfinite(tv) & jnp.all(jnp.isfinite(tg)) & (tv <= value)
-            dec_new = -jnp.dot(grad, x)
+            rho = (value - tv) / jnp.where(pred > 0, pred, jnp.inf)
             pick = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            lam_new = jnp.clip(jnp.where(ok, lam * 0.1, lam * 10.0), LAM_MIN, LAM_MAX)
+            lam_new = jnp.where(ok & (rho > 0.5), lam * 0.1, jnp.where(ok & (rho > 0.1), lam, lam * 10.0))
+            lam_new = jnp.clip(lam_new, LAM_MIN, LAM_MAX)
+            dec_new = -jnp.dot(grad, x)
+            if DEBUG:
+                jax.debug.print(
+                    "it {} v {:.6f} tv {:.6f} lam {:.1e} rho {:.3f} dec {:.2e} cg {} {}",
+                    *(it, value, tv, lam, rho, dec_new, cg_k, cg_neg),
+                )
             finished = (dec_new < tol) & (lam <= 1e-2)
             return (
                 it + 1,
@@ -136,8 +210,8 @@ def make_minimizer(
         it, theta, value, grad, jac, w, curv, lam, _, _ = jax.lax.while_loop(cond, step, init)
         fr = active_free(theta, grad, free)
         jw = jnp.sqrt(w)[:, None] * jac
-        x = lowrank_solve(jw, curv, grad, fr, 0.0, cidx, uidx)
-        dec = -jnp.dot(grad, x)
+        solve_m, _ = lowrank_factor(jw, curv, fr, 0.0, cidx, uidx)
+        dec = jnp.dot(grad, solve_m(grad))
         pg = jnp.linalg.norm(grad * fr)
         converged = jnp.isfinite(value) & (dec < accept)
         return FitOut(theta, value, grad, pg, dec, it, converged)

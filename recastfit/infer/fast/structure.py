@@ -17,7 +17,7 @@ import jsonpatch
 import numpy as np
 import pyhf
 
-from recastfit.infer.fast.dense import RAW_CELL_KEYS, DenseModel, Unsupported, build_dense
+from recastfit.infer.dense import RAW_CELL_KEYS, DenseModel, Unsupported, build_dense
 
 __all__ = ["PatchInfo", "Structure", "split_patch", "analyse", "unify_patches", "Unsupported"]
 

@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Unsupported", "RawCells", "DenseModel", "build_dense", "raw_dict", "static_part", "RAW_CELL_KEYS"]
+__all__ = [
+    "Unsupported",
+    "RawCells",
+    "DenseModel",
+    "build_dense",
+    "raw_dict",
+    "static_part",
+    "spec_size",
+    "chunk_size",
+    "RAW_CELL_KEYS",
+]
 
 RAW_CELL_KEYS = ("nom", "ns_hi", "ns_lo", "hs_hi", "hs_lo", "st_d", "sh_d")
 SUPPORTED = {"normfactor", "lumi", "staterror", "shapesys", "shapefactor", "normsys", "histosys"}
@@ -240,24 +250,22 @@ def _pack(cells: list[dict], nk: int, nkh: int, npar: int) -> RawCells:
     return raw
 
 
-def _onehot(idx: np.ndarray, width: int) -> np.ndarray:
-    out = np.zeros((len(idx), width))
-    ok = idx >= 0
-    out[np.flatnonzero(ok), idx[ok]] = 1.0
-    return out
-
-
 def static_part(raw: RawCells, npar: int, nbins: int) -> dict:
-    """Index tables of a cell group that never change with the patch numbers."""
-    mult_onehot = np.zeros(raw.mult.shape + (npar + 1,))
-    c, r = np.indices(raw.mult.shape)
-    mult_onehot[c, r, raw.mult] = 1.0
+    """Index tables of a cell group that never change with the patch numbers.
+
+    ``mult`` [C, R] (multiplicative parameter slots, ``npar`` = the constant 1), ``cbin`` [C]
+    (main-data bin of each cell) and ``cb`` [C, B] (its one-hot matrix: summing cell terms into
+    bins is a matrix product, much faster than a scatter under ``vmap`` on CPU),
+    ``st_idx``/``sh_idx`` [C] (staterror/shapesys parameter, ``npar`` where none).
+    """
+    cb = np.zeros((len(raw.cbin), nbins))
+    cb[np.arange(len(raw.cbin)), raw.cbin] = 1.0
     return {
-        "mult": raw.mult,
-        "mult_onehot": mult_onehot,
-        "cb": _onehot(raw.cbin, nbins),
-        "st_onehot": _onehot(raw.st_par, npar),
-        "sh_onehot": _onehot(raw.sh_par, npar),
+        "mult": np.asarray(raw.mult, int),
+        "cbin": np.asarray(raw.cbin, int),
+        "cb": cb,
+        "st_idx": np.where(raw.st_par >= 0, raw.st_par, npar).astype(int),
+        "sh_idx": np.where(raw.sh_par >= 0, raw.sh_par, npar).astype(int),
     }
 
 
@@ -267,3 +275,51 @@ def raw_dict(raw: RawCells) -> dict:
         k: np.asarray(getattr(raw, k), float)
         for k in ("nom", "ns_hi", "ns_lo", "hs_hi", "hs_lo", "hs_on", "st_d", "sh_d")
     }
+
+
+_PER_BIN = ("staterror", "shapesys", "shapefactor")
+
+
+def spec_size(spec: dict) -> tuple[int, int, int, int]:
+    """(main-data bins, parameters, cells, normsys + histosys rows) of a workspace dict, counted
+    without building a model.
+
+    >>> spec_size({"channels": [{"name": "SR", "samples": [
+    ...     {"data": [1.0, 2.0], "modifiers": [{"name": "s", "type": "staterror", "data": [0.1, 0.1]},
+    ...                                        {"name": "mu", "type": "normfactor", "data": None}]},
+    ...     {"data": [3.0, 4.0], "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]}]}]})
+    (2, 3, 4, 0)
+    """
+    nbins = ncells = 0
+    pars: dict[str, int] = {}
+    rows: set[tuple[str, str]] = set()
+    for channel in spec.get("channels", []):
+        samples = channel.get("samples", [])
+        width = max((len(s.get("data", [])) for s in samples), default=0)
+        nbins += width
+        for sample in samples:
+            ncells += len(sample.get("data", []))
+            for mod in sample.get("modifiers", []):
+                kind, name = mod.get("type"), str(mod.get("name"))
+                size = width if kind in _PER_BIN else 1
+                pars[name] = max(pars.get(name, 0), size)
+                if kind in ("normsys", "histosys"):
+                    rows.add((kind, name))
+    return nbins, sum(pars.values()), ncells, len(rows)
+
+
+def chunk_size(nbins: int, npars: int, ncells: int, nrows: int, budget_bytes: float = 1.0 * 2**30) -> int:
+    """Points per compiled batch of the fast engine so that a batch stays within ``budget_bytes``.
+
+    Per point three fits each keep about a dozen (normsys + histosys rows) x cells arrays (the
+    interpolation terms and their linearisation) and a few Jacobians (bins x parameters) alive.
+
+    >>> chunk_size(5, 119, 31, 115), chunk_size(44, 267, 264, 176)
+    (512, 64)
+    """
+    per_point = 3 * 8 * (12 * nrows * ncells + 8 * nbins * npars) + 64 * 1024
+    n = int(budget_bytes // per_point)
+    for size in (1024, 512, 256, 128, 64, 32, 16, 8):
+        if n >= size:
+            return size
+    return 8

@@ -43,6 +43,14 @@ class Ops:
     gammaln: Any
     is_jax: bool
 
+    def scatter_add(self, out, idx, vals):
+        """``out[idx] += vals`` with repeated indices accumulating (a copy for numpy)."""
+        if self.is_jax:
+            return out.at[idx].add(vals)
+        out = out.copy()
+        np.add.at(out, idx, vals)
+        return out
+
     def set_cols(self, out, idx, vals):
         """``out[:, idx] += vals`` (``idx`` unique)."""
         if self.is_jax:
@@ -119,7 +127,7 @@ def _histosys(h, d: dict, code: str, ops: Ops):
 
 
 def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, str], ops: Ops):
-    """Cell rates [C] and derivatives: normsys [K, C], histosys [Kh, C], multiplicative [C, P+1]."""
+    """Cell rates [C] and derivatives: normsys [K, C], histosys [Kh, C], multiplicative slots [C, R]."""
     xp = ops.xp
     f, g = _normsys(theta_ext[ns_par][:, None], d, codes[0], ops)
     x = xp.prod(f, axis=0)
@@ -138,28 +146,29 @@ def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, 
         ],
         axis=1,
     )
-    dmult = xp.einsum("cr,crp->cp", xa[:, None] * loo, st["mult_onehot"])
-    return nu, nu * g, (x * m) * ddelta, dmult
+    return nu, nu * g, (x * m) * ddelta, xa[:, None] * loo
 
 
-def bin_terms(theta, groups: list[tuple[dict, dict]], ns_par, hs_par, codes, ops: Ops):
+def bin_terms(theta, groups: list[tuple[dict, dict]], nbins: int, ns_par, hs_par, codes, ops: Ops):
     """Expected main data ``nu`` [B] and Jacobian ``J`` [B, P] summed over cell groups.
 
     ``groups`` holds ``(derived, static)`` pairs: ``derived`` from :func:`derive_cells`,
-    ``static`` with ``mult`` [C, R], ``mult_onehot`` [C, R, P+1], ``cb`` [C, B] (cell-to-bin).
+    ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C]).
     """
     xp = ops.xp
     npar = theta.shape[0]
     theta_ext = xp.concatenate([theta, xp.ones(1, dtype=theta.dtype)])
-    nu = 0.0
-    jns = jhs = jm = 0.0
+    nu = xp.zeros(nbins, dtype=theta.dtype)
+    jns = xp.zeros((nbins, len(ns_par)), dtype=theta.dtype)
+    jhs = xp.zeros((nbins, len(hs_par)), dtype=theta.dtype)
+    jm = xp.zeros((nbins, npar + 1), dtype=theta.dtype)
     for d, st in groups:
         nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, ns_par, hs_par, codes, ops)
         cb = st["cb"]
         nu = nu + nu_c @ cb
         jns = jns + (dns @ cb).T
         jhs = jhs + (dhs @ cb).T
-        jm = jm + cb.T @ dm
+        jm = ops.scatter_add(jm, (st["cbin"][:, None], st["mult"]), dm)
     jac = jm[:, :npar]
     if len(ns_par):
         jac = ops.set_cols(jac, ns_par, jns)
@@ -175,13 +184,15 @@ def constraint_widths(groups: list[tuple[dict, dict]], base_sigma, ops: Ops):
     and ``tau`` [P] (1 where no shapesys or an invalid bin).
     """
     xp = ops.xp
-    s2 = sn = tau = 0.0
+    npar = base_sigma.shape[0]
+    s2 = sn = tau = xp.zeros(npar + 1)
     for d, st in groups:
-        s2 = s2 + (d["st_d"] ** 2) @ st["st_onehot"]
-        sn = sn + d["nom"] @ st["st_onehot"]
+        s2 = ops.scatter_add(s2, st["st_idx"], d["st_d"] ** 2)
+        sn = ops.scatter_add(sn, st["st_idx"], d["nom"])
         valid = (d["nom"] > 0) & (d["sh_d"] > 0)
         t = xp.where(valid, (d["nom"] / xp.where(valid, d["sh_d"], 1.0)) ** 2, 1.0)
-        tau = tau + t @ st["sh_onehot"]
+        tau = ops.scatter_add(tau, st["sh_idx"], t)
+    s2, sn, tau = s2[:npar], sn[:npar], tau[:npar]
     has_st = sn != 0.0  # only staterror parameters receive a nonzero nominal sum
     width = xp.where(sn > 0, xp.sqrt(s2) / xp.where(sn > 0, sn, 1.0), 0.0)
     sigma = xp.where(has_st, xp.where(width > 0, width, 1.0), base_sigma)
