@@ -275,7 +275,7 @@ def parse_config(data: Any, file: str = "config.yaml") -> Config:
     fit_raw = dict(data.get("fit", {}))
     budget = {k: fit_raw.pop(k) for k in ("timeout", "jobs", "threads", "max_memory_mb") if k in fit_raw}
     run = FitRun(**{**budget, "timeout": float(budget.get("timeout", FitRun.timeout))})
-    fit = FitSettings(**fit_raw)
+    fit = FitSettings(**fit_raw, timeout=run.timeout)
     _check_engine(fit, file)
     signal = dict(data["signal"])
     grid = _grid(data, file)
