@@ -41,6 +41,7 @@ LIMITS: dict[str, Limit] = {
     "min_download_rate": Limit(
         1024, "RECASTFIT_MIN_DOWNLOAD_RATE", "bytes/s averaged over 30 s below which a download stops"
     ),
+    "max_scan_rows": Limit(10_000_000, "RECASTFIT_MAX_SCAN_ROWS", "rows of one scan's yields table"),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
 }
 

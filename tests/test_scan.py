@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from recastfit.cli import main
 from recastfit.scan import results_to_table, scan_table
-from recastfit.scan_figures import plot_scan_summary
+from recastfit.scan.figures import plot_scan_summary
 
 OFFSETS = (0.9, 0.45, 0.0, -0.45, -0.9)
 
@@ -84,7 +84,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import pyarrow as pa
     from recastfit.scan import scan_table
-    from recastfit.scan_figures import plot_scan_summary
+    from recastfit.scan.figures import plot_scan_summary
     tracemalloc.start()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     s = scan_table(sys.argv[1], sys.argv[2], parameters=["m1", "m2", "tanb"], batch_size=20000)
@@ -193,7 +193,7 @@ def test_results_to_table_marks_missing(tmp_path):
 
 
 def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
-    """Layer 2: yields columns -> patches -> pyhf hypotests, against the shared pyhf reference."""
+    """Yields columns -> patches -> pyhf hypotests through the runner, against the shared pyhf reference."""
     from recastfit.results import FitSettings
     from recastfit.scan import YieldAnalysis, cls_table_from_yields
     from tests.stau import reference, stau_grid
@@ -210,13 +210,16 @@ def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
     pcsv.write_csv(pa.table(table), tmp_path / "yields.csv")
     bkg = json.loads((stau_dir / "BkgOnly.json").read_text())
     ana = YieldAnalysis("stau", bkg, {"y1": ("SR1cut_cuts", 0), "y2": ("SR2cut_cuts", 0)})
-    cls_table_from_yields(
+    out = cls_table_from_yields(
         tmp_path / "yields.csv",
         tmp_path / "cls.parquet",
         [ana],
         FitSettings(engine="pyhf"),
+        store=tmp_path / "results.sqlite",
         parameters=["m1", "m2"],
+        quiet=True,
     )
+    assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (2, 2, 0, 0, 0)
     t = pq.read_table(tmp_path / "cls.parquet").to_pylist()
     for row in t:
         r = ref[(row["m1"], row["m2"])]
