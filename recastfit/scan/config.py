@@ -93,7 +93,10 @@ def _schema_errors(section: Any, file: str) -> None:
 
     block = scan_schema()
     validator = jsonschema.Draft202012Validator(block)
-    errors = sorted(validator.iter_errors(section), key=lambda e: (len(e.absolute_path), list(e.path)))
+    errors = sorted(  # shallowest first; a misspelt key before the key it was meant to be
+        validator.iter_errors(section),
+        key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties", [str(p) for p in e.path]),
+    )
     if not errors:
         return
     err = errors[0]
