@@ -58,6 +58,7 @@ class ScanConfig:
     level: float = 0.05
     bins: int = 20
     figures: bool = False
+    example: dict[str, int] | None = None  # {rows, seed}: the yields table is generated (offline example)
 
     @property
     def store_path(self) -> Path:
@@ -153,6 +154,7 @@ def parse_scan_config(data: Any, file: str = "config.yaml") -> ScanConfig:
         level=float(section.get("level", 0.05)),
         bins=int(section.get("bins", 20)),
         figures=bool(section.get("figures", False)),
+        example=dict(section["example"]) if "example" in section else None,
     )
 
 
