@@ -121,6 +121,7 @@ def main() -> int:
     )
     ap.add_argument("--workdir", type=Path, help="keep files here (default: a temporary folder)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hard-fraction", type=float, default=0.1, help="fraction of rows with 300x signals")
     args = ap.parse_args()
     if not STAU.exists():
         print(f"bench_scan: skipped: {STAU} not found (set RECASTFIT_SHARED)")
@@ -129,7 +130,9 @@ def main() -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_scan_"))
     work.mkdir(parents=True, exist_ok=True)
-    table = random_yields(list(COLUMNS), args.rows, seed=args.seed, low=0.1, high=50.0)
+    table = random_yields(
+        list(COLUMNS), args.rows, seed=args.seed, low=0.1, high=50.0, hard_fraction=args.hard_fraction
+    )
     pq.write_table(table, work / "yields.parquet")
     bkg = json.loads((STAU / "BkgOnly.json").read_text())
     cols = ", ".join(f"{c}: [{ch}, {b}]" for c, (ch, b) in COLUMNS.items())
@@ -142,7 +145,10 @@ def main() -> int:
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     db = work / "out" / "scan" / "results.sqlite"
-    print(f"bench_scan: {args.rows} rows, engine {args.engine}, {args.cores} cores, work dir {work}")
+    print(
+        f"bench_scan: {args.rows} rows ({args.hard_fraction:.0%} with 300x signals), engine {args.engine}, "
+        f"{args.cores} cores, work dir {work}"
+    )
     walls = []
     kill_when = int(args.kill_at * args.rows) if args.kill_at else None
     rc, wall, peak_sum, peak_one, out, err = run_scan(cfg, args.cores, env, kill_when, db)

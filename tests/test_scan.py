@@ -233,7 +233,7 @@ def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_ROWS = 24
+WORKFLOW_ROWS = 12
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:

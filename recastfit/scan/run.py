@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,32 +207,59 @@ def _backend_config(cfg_backend: dict[str, Any], settings: FitSettings, file: st
     return backend
 
 
-def _chunk_columns(
-    analysis: YieldAnalysis,
-    rows: dict[str, list[Any]],
-    id_column: str,
-    parameters: Sequence[str],
-    settings: FitSettings,
-    backend: BackendConfig,
-    store: Path,
-    cores: int,
-    shared: Callable[[], SharedBackend],
-    source: str,
-    outcome: ScanOutcome,
-) -> dict[str, list[Any]]:
-    """Fit one analysis on one chunk of rows; its output columns (status, reason, CLs)."""
-    entries = tasks_from_rows(rows, analysis, id_column=id_column, parameters=parameters, source=source)
-    tasks = [e for e in entries if isinstance(e, PatchTask)]
-    results = iter(())
-    if tasks:
-        summary = run_fits(
-            analysis.bkg_spec, tasks, settings, backend, store, cores=cores, quiet=True, executor=shared()
+@dataclass
+class _Fitter:
+    """Fits chunks of rows through :func:`run_fits`, one shared back end for the whole scan."""
+
+    settings: FitSettings
+    backend: BackendConfig
+    store: Path
+    cores: int
+    source: str
+    outcome: ScanOutcome
+    quiet: bool = False
+    shared: SharedBackend | None = None
+
+    def executor(self) -> SharedBackend:
+        if self.shared is None:
+            self.shared = SharedBackend(lambda: make_executor(self.backend, self.cores))
+        return self.shared
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+
+    def columns(
+        self, analysis: YieldAnalysis, rows: dict[str, list[Any]], id_column: str, parameters: Sequence[str]
+    ) -> dict[str, list[Any]]:
+        """Fit one analysis on one chunk of rows; its output columns (status, reason, CLs)."""
+        entries = tasks_from_rows(
+            rows, analysis, id_column=id_column, parameters=parameters, source=self.source
         )
-        outcome.fitted += summary.done + summary.failed
-        outcome.stored += summary.skipped
-        outcome.failed += sum(1 for r in summary.results if not r.ok)
-        results = iter(summary.results)
-    a = analysis.name
+        tasks = [e for e in entries if isinstance(e, PatchTask)]
+        outcome = self.outcome
+        results: Iterator[Any] = iter(())
+        if tasks:
+            summary = run_fits(
+                analysis.bkg_spec,
+                tasks,
+                self.settings,
+                self.backend,
+                self.store,
+                cores=self.cores,
+                quiet=self.quiet,
+                executor=self.executor(),
+            )
+            outcome.fitted += summary.done + summary.failed
+            outcome.stored += summary.skipped
+            outcome.failed += sum(1 for r in summary.results if not r.ok)
+            results = iter(summary.results)
+        return _output_columns(analysis.name, entries, results, outcome)
+
+
+def _output_columns(
+    a: str, entries: list[PatchTask | str], results: Iterator[Any], outcome: ScanOutcome
+) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {f"{a}.{k}": [] for k in ("status", "reason", "cls_obs")}
     cols.update({f"{a}.cls_exp_{j}": [] for j in range(5)})
     for e in entries:
@@ -282,13 +309,7 @@ def cls_table_from_yields(
     store = Path(store)
     ResultStore(store).close()  # checked (quick_check) once, up front; a corrupt store is moved aside
     outcome = ScanOutcome(rows=nrows)
-    shared_box: list[SharedBackend] = []
-
-    def shared() -> SharedBackend:
-        if not shared_box:
-            shared_box.append(SharedBackend(lambda: make_executor(backend, cores)))
-        return shared_box[0]
-
+    fitter = _Fitter(settings, backend, store, cores, str(path), outcome, quiet)
     columns = list(dict.fromkeys([id_column, *parameters, *(c for a in analyses for c in a.columns)]))
     part = out.with_name(f".{out.stem}.part{out.suffix}")
     writer = None
@@ -301,19 +322,7 @@ def cls_table_from_yields(
             for p in parameters:
                 data[p] = pa.array(rows[p], type=pa.float64(), from_pandas=False)
             for a in analyses:
-                cols = _chunk_columns(
-                    a,
-                    rows,
-                    id_column,
-                    parameters,
-                    settings,
-                    backend,
-                    store,
-                    cores,
-                    shared,
-                    str(path),
-                    outcome,
-                )
+                cols = fitter.columns(a, rows, id_column, parameters)
                 for k, v in cols.items():
                     kind = pa.string() if k.endswith((".status", ".reason")) else pa.float64()
                     data[k] = pa.array(v, type=kind)
@@ -332,8 +341,7 @@ def cls_table_from_yields(
     finally:
         if writer is not None:
             writer.close()
-        if shared_box:
-            shared_box[0].close()
+        fitter.close()
     os.replace(part, out)
     outcome.cls_path = out
     outcome.wall_time = time.perf_counter() - t0
