@@ -299,3 +299,62 @@ def test_snakemake_scan_rule(tmp_path: Path) -> None:
         assert p["best_analysis"] == best and p["excluded"] == (p["best_cls_obs"] < 0.05)
     again = _snakemake(tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) -> None:
+    """Two analyses on two different workspaces, three chunks: one worker pool serves every
+    run_fits call (the second background rides with the tasks); CLs equal plain pyhf per analysis."""
+    import pyhf
+
+    from recastfit.backends.base import BackendConfig
+    from recastfit.demo import background_workspace
+    from recastfit.results import FitSettings
+    from recastfit.scan import run as scan_run
+    from recastfit.scan.tasks import YieldAnalysis
+
+    bkg_a = background_workspace()
+    bkg_b = json.loads(json.dumps(bkg_a))
+    bkg_b["observations"] = [
+        {**o, "data": [v + 3 for v in o["data"]]} if o["name"] == "SRB" else o for o in bkg_b["observations"]
+    ]
+    made = []
+    real = scan_run.make_executor
+    monkeypatch.setattr(scan_run, "make_executor", lambda *a, **k: made.append(1) or real(*a, **k))
+    rows = {
+        "name": ["r1", "r2", "r3", "r4", "r5"],
+        "y1": [0.5, 2.0, 4.0, 8.0, 0.5],
+        "y2": [1.0, 3.0, 6.0, 9.0, 1.0],
+    }
+    pq.write_table(pa.table(rows), tmp_path / "y.parquet")
+    analyses = [
+        YieldAnalysis("A", bkg_a, {"y1": ("SRA", 1), "y2": ("SRB", 0)}),
+        YieldAnalysis("B", bkg_b, {"y2": ("SRB", 0)}),
+    ]
+    out = scan_run.cls_table_from_yields(
+        tmp_path / "y.parquet",
+        tmp_path / "cls.parquet",
+        analyses,
+        FitSettings(engine="pyhf"),
+        store=tmp_path / "results.sqlite",
+        backend=BackendConfig(batch_size=2, retries=0),
+        chunk_rows=2,
+        quiet=True,
+    )
+    assert made == [1]  # one back end for 3 chunks x 2 analyses
+    # r5 repeats r1's yields: A's patch is the same fit (read back), B's too
+    assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (5, 8, 2, 0, 0)
+    got = pq.read_table(tmp_path / "cls.parquet").to_pylist()
+    from recastfit.scan.tasks import tasks_from_rows
+
+    for ana in analyses:
+        ws = pyhf.Workspace(ana.bkg_spec)
+        for task, row in zip(tasks_from_rows(rows, ana, id_column="name"), got, strict=True):
+            model = ws.model(patches=[task.patch])
+            obs, exp = pyhf.infer.hypotest(
+                1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
+            )
+            assert row[f"{ana.name}.cls_obs"] == pytest.approx(float(obs), rel=1e-4, abs=1e-6)
+            assert [row[f"{ana.name}.cls_exp_{j}"] for j in range(5)] == pytest.approx(
+                [float(e) for e in exp], rel=1e-4, abs=1e-6
+            )
+    assert got[0]["B.cls_obs"] != pytest.approx(got[0]["A.cls_obs"], rel=1e-3)
