@@ -40,44 +40,42 @@ __all__ = ["FAST_BATCH_SIZE", "ScanOutcome", "SharedBackend", "cls_table_from_yi
 FAST_BATCH_SIZE = 256  # points per task with the fast engine (one compiled call fits them at once)
 
 
-class SharedBackend(Backend):
+class SharedBackend:
     """One back end kept open across many :func:`run_fits` calls (chunks x analyses of one scan).
 
     ``run_fits`` enters and leaves its executor per call; this wrapper ignores those shutdowns
     (call :meth:`close` at the end) so worker processes, their cached backgrounds and compiled
     engines survive from chunk to chunk. The first background goes out through the back end's
-    own :meth:`~Backend.ship_background`; later ones (other analyses) ride with the first task
-    each worker gets (the runner's missing-background protocol), since re-shipping would
-    restart a local pool. Anything else is delegated to the wrapped back end.
+    own :meth:`~recastfit.backends.base.Backend.ship_background`; later ones (other analyses)
+    ride with the first task each worker gets (the runner's missing-background protocol), since
+    re-shipping would restart a local pool. Every other attribute and method (``submit``,
+    ``workers``, ``slots``, ``payload_bytes``, budgets, ...) is the wrapped back end's own: the
+    wrapper is a delegate, not a subclass, so it follows the back-end interface as it evolves.
     """
 
     def __init__(self, make: Callable[[], Backend]) -> None:
         self._inner = make()
-        super().__init__(self._inner.workers)
-        self.name = self._inner.name
         self._refs: dict[str, BkgRef] = {}
         self.eager_ship = 0
         self._started = False
 
-    def __getattr__(self, attr: str) -> Any:  # only called for attributes not found here
+    def __getattr__(self, attr: str) -> Any:  # only called for attributes not defined here
         return getattr(self.__dict__["_inner"], attr)
-
-    @property
-    def slots(self) -> int:
-        return self._inner.slots
-
-    @property
-    def background_bytes(self) -> int:  # type: ignore[override]
-        return self._inner.background_bytes
-
-    @background_bytes.setter
-    def background_bytes(self, value: int) -> None:
-        pass  # the wrapped back end keeps the count
 
     def start(self) -> None:
         if not self._started:
             self._inner.start()
             self._started = True
+
+    def __enter__(self) -> SharedBackend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Kept open: the scan closes the shared back end itself (:meth:`close`)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Ignored, as :meth:`__exit__`."""
 
     def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
         if bkg_digest in self._refs:
@@ -91,15 +89,6 @@ class SharedBackend(Backend):
             self.eager_ship = self._inner.workers
         self._refs[bkg_digest] = ref
         return ref
-
-    def payload_bytes(self, fn: Any, *args: Any) -> int:
-        return self._inner.payload_bytes(fn, *args)
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return self._inner.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Ignored: the scan closes the shared back end itself (:meth:`close`)."""
 
     def close(self) -> None:
         """Stop the wrapped back end's workers."""
