@@ -322,8 +322,8 @@ def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(scan_run, "make_executor", lambda *a, **k: made.append(1) or real(*a, **k))
     rows = {
         "name": ["r1", "r2", "r3", "r4", "r5"],
-        "y1": [0.5, 2.0, 4.0, 8.0, 0.5],
-        "y2": [1.0, 3.0, 6.0, 9.0, 1.0],
+        "y1": [8.0, 0.5, 4.0, 2.0, 8.0],
+        "y2": [9.0, 1.0, 6.0, 3.0, 9.0],
     }
     pq.write_table(pa.table(rows), tmp_path / "y.parquet")
     analyses = [
@@ -341,7 +341,8 @@ def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) ->
         quiet=True,
     )
     assert made == [1]  # one back end for 3 chunks x 2 analyses
-    # r5 repeats r1's yields: A's patch is the same fit (read back), B's too
+    # r5 repeats r1's yields: the same fits, read back; within a chunk the largest signal is fitted
+    # first, and results come back in table order
     assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (5, 8, 2, 0, 0)
     got = pq.read_table(tmp_path / "cls.parquet").to_pylist()
     from recastfit.scan.tasks import tasks_from_rows

@@ -32,7 +32,7 @@ from recastfit.runner import run_fits
 from recastfit.scan.config import ScanConfig
 from recastfit.scan.summary import ScanSummary, scan_table
 from recastfit.scan.tables import ID_CANDIDATES, check_numeric, iter_batches, open_dataset, open_writer
-from recastfit.scan.tasks import YieldAnalysis, tasks_from_rows
+from recastfit.scan.tasks import YieldAnalysis, signal_size, tasks_from_rows
 from recastfit.store import ResultStore
 
 __all__ = ["FAST_BATCH_SIZE", "ScanOutcome", "SharedBackend", "cls_table_from_yields", "run_scan"]
@@ -229,9 +229,10 @@ class _Fitter:
         outcome = self.outcome
         results: Iterator[Any] = iter(())
         if tasks:
+            order = sorted(range(len(tasks)), key=lambda i: signal_size(tasks[i]))
             summary = run_fits(
                 analysis.bkg_spec,
-                tasks,
+                [tasks[i] for i in order],
                 self.settings,
                 self.backend,
                 self.store,
@@ -242,7 +243,10 @@ class _Fitter:
             outcome.fitted += summary.done + summary.failed
             outcome.stored += summary.skipped
             outcome.failed += sum(1 for r in summary.results if not r.ok)
-            results = iter(summary.results)
+            unsorted: list[Any] = [None] * len(tasks)
+            for i, res in zip(order, summary.results, strict=True):
+                unsorted[i] = res
+            results = iter(unsorted)
         return _output_columns(analysis.name, entries, results, outcome)
 
 

@@ -20,7 +20,7 @@ from recastfit.patches import SignalOptions, build_patch
 from recastfit.results import PatchTask
 from recastfit.signals.model import ChannelYields, PointYields
 
-__all__ = ["YieldAnalysis", "row_problem", "tasks_from_rows"]
+__all__ = ["YieldAnalysis", "row_problem", "signal_size", "tasks_from_rows"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +122,17 @@ def tasks_from_rows(
         patch = build_patch(analysis.bkg_spec, point, analysis.options, source=source)
         out.append(PatchTask(point.name, point.values, patch))
     return out
+
+
+def signal_size(task: PatchTask) -> float:
+    """Total signal yield a task adds (the scan orders each chunk by it, so that large signals, the
+    slow points of a batched engine, share batches instead of holding back a batch each).
+
+    >>> signal_size(PatchTask("p", (), [{"op": "add", "path": "/x", "value": {"data": [1.5, 2.0]}}]))
+    3.5
+    """
+    total = 0.0
+    for op in task.patch:
+        if op.get("op") == "add" and isinstance(op.get("value"), dict):
+            total += sum(float(v) for v in op["value"].get("data") or ())
+    return total
