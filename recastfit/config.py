@@ -323,8 +323,14 @@ def load_config(path: Path | str) -> Config:
     return parse_config(_read(path), str(path))
 
 
-def parse_run(data: Any, file: str, *, base_dir: Path | None = None) -> RunConfig | Config:
-    """A run config: ``analyses: [files]`` gives a :class:`RunConfig`, anything else a :class:`Config`."""
+def parse_run(data: Any, file: str, *, base_dir: Path | None = None) -> RunConfig | Config | Any:
+    """A run config: ``analyses: [files]`` gives a :class:`RunConfig`, a ``scan:`` section without an
+    ``analysis`` a :class:`recastfit.scan.config.ScanConfig`, anything else a :class:`Config`."""
+    if isinstance(data, dict) and "scan" in data and "analysis" not in data:
+        from recastfit.scan.config import parse_scan_config
+
+        _validate(data, file)  # the one schema; the scan's own checks follow
+        return parse_scan_config(data, file)
     if not (isinstance(data, dict) and "analyses" in data):
         return parse_config(data, file)
     data = _validate(data, file, "run")

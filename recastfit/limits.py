@@ -47,6 +47,7 @@ LIMITS: dict[str, Limit] = {
         30, "RECASTFIT_MIN_RATE_WINDOW", "seconds over which min_download_rate is averaged"
     ),
     "max_api_bytes": Limit(64 << 20, "RECASTFIT_MAX_API_BYTES", "one JSON answer of the HEPData API"),
+    "max_scan_rows": Limit(10_000_000, "RECASTFIT_MAX_SCAN_ROWS", "rows of one scan's yields table"),
     "max_name_length": Limit(128, "RECASTFIT_MAX_NAME_LENGTH", "characters of an analysis or point name"),
     "max_worker_rss_bytes": Limit(
         2 << 30, "RECASTFIT_MAX_WORKER_RSS", "resident memory of one fit worker before it is killed"

@@ -3,23 +3,34 @@
 Rows are committed as soon as a point finishes, so a run killed at any moment loses only
 the points still in flight. A row with ``error = 1`` records a point whose task raised
 even after retries; such rows are reported but recomputed by the next run.
+
+A store is never trusted blindly: when it is opened, a file that is not an SQLite database,
+is truncated, or fails ``PRAGMA quick_check`` is a :class:`CorruptStoreError`. By default
+(``on_corrupt="move"``) the bad file (with its ``-wal``/``-shm`` companions) is moved aside to
+``<name>.corrupt-<UTC time>``, a warning naming both paths is printed, and a fresh store is
+started (the points are recomputed; the bad file is kept for inspection, never overwritten).
+``on_corrupt="raise"`` stops with the error instead. Part stores written by separate jobs
+are combined with :meth:`ResultStore.merge_from`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recastfit.errors import InputError
+from recastfit.errors import InputError, RecastfitError
 from recastfit.fileio import write_json_atomic
 from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
-__all__ = ["ResultStore", "StoredPoint"]
+__all__ = ["CorruptStoreError", "ResultStore", "StoredPoint", "check_store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -40,6 +51,71 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 SCHEMA_VERSION = "1"
 
 StoredPoint = tuple[str, HypotestResult]  # (patch digest, result)
+_MAGIC = b"SQLite format 3\x00"
+_COLUMNS = "bkg, patch, settings, name, point_values, status, error, result, run_id, created"
+
+
+class CorruptStoreError(RecastfitError):
+    """A results store that is not a readable SQLite database (truncated, overwritten, damaged)."""
+
+    def __init__(self, path: str | Path, problem: str, moved_to: Path | None = None) -> None:
+        self.path, self.problem, self.moved_to = str(path), problem, moved_to
+        msg = f"{path}: corrupt results store ({problem})"
+        if moved_to is None:
+            msg += "; move it aside (or delete it) and run again to recompute its points"
+        else:
+            msg += f"; moved aside to {moved_to}"
+        super().__init__(msg)
+
+
+def check_store(path: str | Path) -> str | None:
+    """Why the SQLite file at ``path`` cannot be trusted, or None when it passes ``PRAGMA quick_check``.
+
+    A missing or empty file is fine (a new store). Opened read-only: checking changes nothing.
+
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "r.sqlite"
+    >>> _ = bad.write_bytes(b"not a database at all, just some bytes here")
+    >>> check_store(bad)
+    'not an SQLite database (bad header)'
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(len(_MAGIC)) != _MAGIC:
+            return "not an SQLite database (bad header)"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
+        try:
+            rows = [r[0] for r in db.execute("PRAGMA quick_check")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return f"sqlite: {exc}"
+    if rows != ["ok"]:
+        return "quick_check: " + "; ".join(str(r) for r in rows[:3])
+    return None
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` (and its -wal/-shm files) to ``<path>.corrupt-<UTC time>``; return the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + extra))
+    return target
 
 
 class ResultStore:
@@ -52,14 +128,43 @@ class ResultStore:
     0.2
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 60.0, on_corrupt: str = "move") -> None:
+        if on_corrupt not in ("move", "raise"):
+            raise ValueError(f"on_corrupt must be 'move' or 'raise', got {on_corrupt!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.moved_aside: Path | None = None  # where a corrupt file found at open went
+        problem = check_store(self.path)
+        if problem is None:
+            try:
+                self._open(timeout)
+                return
+            except sqlite3.DatabaseError as exc:  # e.g. a bad schema page quick_check did not reach
+                problem = f"sqlite: {exc}"
+        if on_corrupt == "raise":
+            raise CorruptStoreError(self.path, problem)
+        self.moved_aside = _move_aside(self.path)
+        print(
+            f"recastfit: warning: {CorruptStoreError(self.path, problem, self.moved_aside)}", file=sys.stderr
+        )
+        self._open(timeout)
+
+    def _open(self, timeout: float) -> None:
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives process kills
-        self._db.executescript(_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives process kills
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            version = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        except BaseException:
+            self._db.close()
+            raise
+        if version != SCHEMA_VERSION:
+            self._db.close()
+            raise InputError(
+                str(self.path), "meta.schema_version", f"expected {SCHEMA_VERSION}, got {version!r}"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -146,6 +251,70 @@ class ResultStore:
     def count(self, *, include_errors: bool = True) -> int:
         where = "" if include_errors else " WHERE error = 0"
         return int(self._db.execute(f"SELECT COUNT(*) FROM results{where}").fetchone()[0])
+
+    def fingerprint(self) -> str:
+        """sha256 over the stored science (keys, status, error flag, CLs, mu_hat), not timings or run ids.
+
+        Two stores with the same fingerprint hold the same points with the same results, however
+        and in whatever order they were computed (e.g. a killed-and-resumed run vs an uninterrupted one).
+        """
+        h = hashlib.sha256()
+        query = f"SELECT {_COLUMNS} FROM results ORDER BY bkg, patch, settings"
+        for bkg, patch, settings, _n, _v, status, error, blob, _r, _c in self._db.execute(query):
+            res = json.loads(blob)
+            science = [bkg, patch, settings, status, error, res.get("cls_obs"), res.get("cls_exp")]
+            h.update(json.dumps(science, separators=(",", ":")).encode() + b"\n")
+        return h.hexdigest()
+
+    # -- merging -------------------------------------------------------------------------
+    def merge_from(self, other_path: str | Path) -> int:
+        """Copy the rows of the store at ``other_path`` into this one; return how many were taken.
+
+        For a key held by both, a good row beats an error row, then the newer row wins; a good
+        row here is never replaced by an error row there. The other store is checked first
+        (``quick_check``): a corrupt part raises :class:`CorruptStoreError` and nothing is merged.
+        The whole merge is one transaction.
+        """
+        other = Path(other_path)
+        if not other.is_file():
+            raise InputError(str(other), None, "no results store to merge")
+        if other.resolve() == self.path.resolve():
+            return 0
+        problem = check_store(other)
+        if problem is not None:
+            raise CorruptStoreError(other, problem)
+        try:
+            src = sqlite3.connect(f"file:{other}?mode=ro", uri=True, timeout=60.0)
+            try:
+                tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "results" not in tables:
+                    raise InputError(
+                        str(other), "results", "not a recastfit results store (no results table)"
+                    )
+                version = src.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if version is None or version[0] != SCHEMA_VERSION:
+                    raise InputError(
+                        str(other), "meta.schema_version", f"expected {SCHEMA_VERSION}, got {version}"
+                    )
+                rows = src.execute(f"SELECT {_COLUMNS} FROM results").fetchall()
+            finally:
+                src.close()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(other, f"sqlite: {exc}") from None
+        before = self._db.total_changes
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                f"INSERT INTO results ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (bkg, patch, settings) DO UPDATE SET "
+                "name = excluded.name, point_values = excluded.point_values, status = excluded.status, "
+                "error = excluded.error, result = excluded.result, run_id = excluded.run_id, "
+                "created = excluded.created "
+                "WHERE excluded.error < results.error "
+                "OR (excluded.error = results.error AND excluded.created > results.created)",
+                rows,
+            )
+        return self._db.total_changes - before
 
     # -- export --------------------------------------------------------------------------
     def export_results(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +18,7 @@ from scipy.stats import norm
 
 from recastfit.cli import main
 from recastfit.scan import results_to_table, scan_table
-from recastfit.scan_figures import plot_scan_summary
+from recastfit.scan.figures import plot_scan_summary
 
 OFFSETS = (0.9, 0.45, 0.0, -0.45, -0.9)
 
@@ -84,7 +86,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tracemalloc
     import pyarrow as pa
     from recastfit.scan import scan_table
-    from recastfit.scan_figures import plot_scan_summary
+    from recastfit.scan.figures import plot_scan_summary
     tracemalloc.start()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     s = scan_table(sys.argv[1], sys.argv[2], parameters=["m1", "m2", "tanb"], batch_size=20000)
@@ -193,7 +195,7 @@ def test_results_to_table_marks_missing(tmp_path):
 
 
 def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
-    """Layer 2: yields columns -> patches -> pyhf hypotests, against the shared pyhf reference."""
+    """Yields columns -> patches -> pyhf hypotests through the runner, against the shared pyhf reference."""
     from recastfit.results import FitSettings
     from recastfit.scan import YieldAnalysis, cls_table_from_yields
     from tests.stau import reference, stau_grid
@@ -210,13 +212,16 @@ def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
     pcsv.write_csv(pa.table(table), tmp_path / "yields.csv")
     bkg = json.loads((stau_dir / "BkgOnly.json").read_text())
     ana = YieldAnalysis("stau", bkg, {"y1": ("SR1cut_cuts", 0), "y2": ("SR2cut_cuts", 0)})
-    cls_table_from_yields(
+    out = cls_table_from_yields(
         tmp_path / "yields.csv",
         tmp_path / "cls.parquet",
         [ana],
         FitSettings(engine="pyhf"),
+        store=tmp_path / "results.sqlite",
         parameters=["m1", "m2"],
+        quiet=True,
     )
+    assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (2, 2, 0, 0, 0)
     t = pq.read_table(tmp_path / "cls.parquet").to_pylist()
     for row in t:
         r = ref[(row["m1"], row["m2"])]
@@ -225,3 +230,132 @@ def test_yields_scan_stau_pyhf(tmp_path, stau_dir, xsec_dir):
         assert [row[f"stau.cls_exp_{j}"] for j in range(5)] == pytest.approx(r["exp"], rel=1e-3, abs=1e-5)
     s = scan_table(tmp_path / "cls.parquet", tmp_path / "pts.parquet", parameters=["m1", "m2"])
     assert s.n_points == 2 and s.n_excluded == 1  # (280, 120) excluded, (360, 200) not
+
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_ROWS = 12
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "scan", "--configfile", "scan.yaml", *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_snakemake_scan_rule(tmp_path: Path) -> None:
+    """The rule `scan` (workflows/rules/scan.smk) run by the real `snakemake`, offline, on the example config.
+
+    A small Snakefile includes only the scan rules (the main Snakefile includes the same file). The
+    example rule writes the demo workspace and a yields table; the scan rule fits every row for two
+    analyses through the runner (pyhf engine, local back end); the CLs are checked against plain
+    pyhf. A yields path holding shell syntax shows that no config value reaches a shell.
+    """
+    pytest.importorskip("snakemake")
+    (tmp_path / "Snakefile").write_text(f'include: "{ROOT / "workflows" / "rules" / "scan.smk"}"\n')
+    example = (ROOT / "workflows" / "config" / "scan-example.yaml").read_text()
+    example = example.replace("engine: fast", "engine: pyhf").replace("rows: 2000", f"rows: {WORKFLOW_ROWS}")
+    example = example.replace(
+        "results/scan-example/input/yields.parquet", "input/yields $(touch PWNED).parquet"
+    )
+    (tmp_path / "scan.yaml").write_text(example)
+    run = _snakemake(tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = tmp_path / "results" / "scan-example"
+    assert (
+        not list(tmp_path.rglob("PWNED")) and (tmp_path / "input" / "yields $(touch PWNED).parquet").exists()
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_points"] == WORKFLOW_ROWS and summary["n_failed"] == 0
+    assert set(summary["analyses"]) == {"demo_sra", "demo_srb"}
+    assert (out / "figures" / "scan_2d_m1_m2.png").stat().st_size > 5000
+    cls = pq.read_table(out / "cls.parquet").to_pylist()
+    points = pq.read_table(out / "points.parquet").to_pylist()
+    assert len(cls) == len(points) == WORKFLOW_ROWS
+    import pyhf
+
+    bkg = json.loads((tmp_path / "results" / "scan-example" / "input" / "BkgOnly.json").read_text())
+    ws = pyhf.Workspace(bkg)
+    from recastfit.scan.example import EXAMPLE_COLUMNS
+    from recastfit.scan.tasks import YieldAnalysis, tasks_from_rows
+
+    rows = pq.read_table(tmp_path / "input" / "yields $(touch PWNED).parquet").slice(0, 2).to_pydict()
+    for name, columns in EXAMPLE_COLUMNS.items():
+        for task, got in zip(
+            tasks_from_rows(rows, YieldAnalysis(name, bkg, columns), id_column="name"), cls[:2], strict=True
+        ):
+            model = ws.model(patches=[task.patch])
+            obs, exp = pyhf.infer.hypotest(
+                1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
+            )
+            assert got["name"] == task.name and got[f"{name}.status"] == "ok"
+            assert got[f"{name}.cls_obs"] == pytest.approx(float(obs), rel=1e-4, abs=1e-6)
+            assert [got[f"{name}.cls_exp_{j}"] for j in range(5)] == pytest.approx(
+                [float(e) for e in exp], rel=1e-4, abs=1e-6
+            )
+    for p in points:  # the best analysis has the lowest median expected CLs
+        best = min(
+            EXAMPLE_COLUMNS, key=lambda a: next(c for c in cls if c["name"] == p["name"])[f"{a}.cls_exp_2"]
+        )
+        assert p["best_analysis"] == best and p["excluded"] == (p["best_cls_obs"] < 0.05)
+    again = _snakemake(tmp_path)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) -> None:
+    """Two analyses on two different workspaces, three chunks: one worker pool serves every
+    run_fits call (the second background rides with the tasks); CLs equal plain pyhf per analysis."""
+    import pyhf
+
+    from recastfit.backends.base import BackendConfig
+    from recastfit.demo import background_workspace
+    from recastfit.results import FitSettings
+    from recastfit.scan import run as scan_run
+    from recastfit.scan.tasks import YieldAnalysis
+
+    bkg_a = background_workspace()
+    bkg_b = json.loads(json.dumps(bkg_a))
+    bkg_b["observations"] = [
+        {**o, "data": [v + 3 for v in o["data"]]} if o["name"] == "SRB" else o for o in bkg_b["observations"]
+    ]
+    made = []
+    real = scan_run.make_executor
+    monkeypatch.setattr(scan_run, "make_executor", lambda *a, **k: made.append(1) or real(*a, **k))
+    rows = {
+        "name": ["r1", "r2", "r3", "r4", "r5"],
+        "y1": [8.0, 0.5, 4.0, 2.0, 8.0],
+        "y2": [9.0, 1.0, 6.0, 3.0, 9.0],
+    }
+    pq.write_table(pa.table(rows), tmp_path / "y.parquet")
+    analyses = [
+        YieldAnalysis("A", bkg_a, {"y1": ("SRA", 1), "y2": ("SRB", 0)}),
+        YieldAnalysis("B", bkg_b, {"y2": ("SRB", 0)}),
+    ]
+    out = scan_run.cls_table_from_yields(
+        tmp_path / "y.parquet",
+        tmp_path / "cls.parquet",
+        analyses,
+        FitSettings(engine="pyhf"),
+        store=tmp_path / "results.sqlite",
+        backend=BackendConfig(batch_size=2, retries=0),
+        chunk_rows=2,
+        quiet=True,
+    )
+    assert made == [1]  # one back end for 3 chunks x 2 analyses
+    # r5 repeats r1's yields: the same fits, read back; within a chunk the largest signal is fitted
+    # first, and results come back in table order
+    assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (5, 8, 2, 0, 0)
+    got = pq.read_table(tmp_path / "cls.parquet").to_pylist()
+    from recastfit.scan.tasks import tasks_from_rows
+
+    for ana in analyses:
+        ws = pyhf.Workspace(ana.bkg_spec)
+        for task, row in zip(tasks_from_rows(rows, ana, id_column="name"), got, strict=True):
+            model = ws.model(patches=[task.patch])
+            obs, exp = pyhf.infer.hypotest(
+                1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
+            )
+            assert row[f"{ana.name}.cls_obs"] == pytest.approx(float(obs), rel=1e-4, abs=1e-6)
+            assert [row[f"{ana.name}.cls_exp_{j}"] for j in range(5)] == pytest.approx(
+                [float(e) for e in exp], rel=1e-4, abs=1e-6
+            )
+    assert got[0]["B.cls_obs"] != pytest.approx(got[0]["A.cls_obs"], rel=1e-3)

@@ -112,3 +112,84 @@ def test_export_writes_the_contract_for_exactly_the_tasks(tmp_path: Path) -> Non
             tasks=[missing],
             bkg_spec=bkg,
         )
+
+
+def _filled(path: Path, n: int = 400) -> ResultStore:
+    store = ResultStore(path)
+    store.put_many("b", "s", [(f"p{i}", _res(f"pt{i}", 0.001 * i)) for i in range(n)])
+    return store
+
+
+def test_truncated_store_is_detected_and_moved_aside(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "results.sqlite"
+    _filled(db).close()
+    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    blob = db.read_bytes()
+    assert len(blob) > 8192
+    db.write_bytes(blob[: len(blob) // 2])  # cut mid-file, as a full disk or a killed copy would
+    from recastfit.store import CorruptStoreError, check_store
+
+    assert "malformed" in check_store(db) or "quick_check" in check_store(db)
+    with pytest.raises(
+        CorruptStoreError, match=r"results.sqlite: corrupt results store \(.*\); move it aside"
+    ):
+        ResultStore(db, on_corrupt="raise")
+    assert db.read_bytes() == blob[: len(blob) // 2]  # "raise" touches nothing
+    store = ResultStore(db)  # default: move aside, say so, start fresh
+    moved = store.moved_aside
+    assert moved is not None and moved.name.startswith("results.sqlite.corrupt-")
+    assert moved.read_bytes() == blob[: len(blob) // 2]  # kept byte for byte, never overwritten
+    assert store.count() == 0 and check_store(db) is None
+    err = capsys.readouterr().err
+    assert "corrupt results store" in err and str(moved) in err
+
+
+def test_garbage_and_bitflipped_stores(tmp_path: Path) -> None:
+    from recastfit.store import CorruptStoreError
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"\x00" * 4096 + b"definitely not sqlite")
+    with pytest.raises(CorruptStoreError, match="junk.sqlite: corrupt results store .*bad header"):
+        ResultStore(junk, on_corrupt="raise")
+    db = tmp_path / "flip.sqlite"
+    _filled(db, 2000).close()
+    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    raw = bytearray(db.read_bytes())
+    for off in range(4096 + 100, len(raw), 4096):  # scribble over every b-tree page header
+        raw[off - 100 : off - 92] = b"\xff" * 8
+    db.write_bytes(bytes(raw))
+    with pytest.raises(CorruptStoreError, match="flip.sqlite: corrupt results store"):
+        ResultStore(db, on_corrupt="raise")
+
+
+def test_merge_from_part_stores(tmp_path: Path) -> None:
+    main = ResultStore(tmp_path / "results.sqlite")
+    main.put("b", "p1", "s", _res("one", 0.1))
+    main.put("b", "p2", "s", _res("two", 0.0, "failed"), error=True)
+    part = ResultStore(tmp_path / "part-1.sqlite")
+    part.put("b", "p1", "s", _res("one", 0.9, "failed"), error=True)  # must not replace a good row
+    part.put("b", "p2", "s", _res("two", 0.2))  # replaces the error row
+    part.put("b", "p3", "s", _res("three", 0.3))
+    part.close()
+    assert main.merge_from(tmp_path / "part-1.sqlite") == 2
+    got = main.get_many("b", ["p1", "p2", "p3"], "s", include_errors=True)
+    assert {k: (v.status, v.cls_obs) for k, v in got.items()} == {
+        "p1": ("ok", 0.1),
+        "p2": ("ok", 0.2),
+        "p3": ("ok", 0.3),
+    }
+    assert main.merge_from(tmp_path / "part-1.sqlite") == 0  # idempotent
+    fp = main.fingerprint()
+    other = ResultStore(tmp_path / "again.sqlite")
+    for part_path in (tmp_path / "part-1.sqlite", tmp_path / "results.sqlite"):
+        other.merge_from(part_path)
+    assert other.fingerprint() == fp  # same science, merged in another order
+    bad = tmp_path / "part-2.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x01" * 50)
+    from recastfit.store import CorruptStoreError
+
+    with pytest.raises(CorruptStoreError, match="part-2.sqlite"):
+        main.merge_from(bad)
+    with pytest.raises(InputError, match="part-9.sqlite: no results store"):
+        main.merge_from(tmp_path / "part-9.sqlite")
+    assert main.count() == 3

@@ -1,4 +1,4 @@
-"""`recastfit scan`: per-point best analysis, excluded flags and summary for pMSSM-style scans."""
+"""`recastfit scan`: scans without a grid (pMSSM-style) - fits through the runner, best analysis, summary."""
 
 from __future__ import annotations
 
@@ -11,13 +11,24 @@ __all__ = ["register", "run"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "scan",
-        help="excluded/allowed table and summary for a scan without a grid",
-        description="INPUT is a table (.parquet/.csv) with '<analysis>.cls_obs' and "
-        "'<analysis>.cls_exp_0..4' columns, or one or more results.json files (merged by point name), "
-        "or, with --yields-config, a table of signal yields whose CLs are computed first.",
+        help="fit a table of signal yields (--config) or summarise CLs tables: best analysis, excluded",
+        description="With --config CONFIG: the yields table named in its scan: section (or INPUT) is fitted "
+        "row by row through the runner (the configured back end; finished fits kept in "
+        "<output>/<name>/results.sqlite, so a killed scan resumes), then summarised. Without --config: "
+        "INPUT is a CLs table (.parquet/.csv with '<analysis>.cls_obs' and '<analysis>.cls_exp_0..4' "
+        "columns) or results.json files (merged by point name), summarised into --out.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
-    p.add_argument("--out", type=Path, required=True, help="per-point table to write (.parquet or .csv)")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT")
+    p.add_argument(
+        "--config",
+        "--yields-config",
+        dest="config",
+        type=Path,
+        metavar="YAML",
+        help="a config with a 'scan:' section (yields table, analyses) and optional fit:, backend:, output:",
+    )
+    p.add_argument("--cores", type=int, default=1, help="worker processes for the local back end")
+    p.add_argument("--out", type=Path, help="per-point table to write (.parquet or .csv; without --config)")
     p.add_argument("--summary", type=Path, help="summary JSON (default: OUT with suffix .summary.json)")
     p.add_argument("--figures", type=Path, metavar="DIR", help="write scan_1d/scan_2d figures (PNG+PDF) here")
     p.add_argument(
@@ -31,79 +42,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", help="point id column (default: name/id/point if present)")
     p.add_argument("--level", type=float, default=0.05, help="CLs level (default 0.05)")
     p.add_argument("--batch-size", type=int, default=50_000, help="rows per streamed batch")
-    p.add_argument("--cls-table", type=Path, help="where merged/computed CLs go (default beside OUT)")
-    p.add_argument(
-        "--yields-config",
-        type=Path,
-        metavar="YAML",
-        help="INPUT holds yields: analyses {name: {workspace, columns: {col: [channel, bin]}}}, "
-        "settings, id_column, parameters",
-    )
+    p.add_argument("--cls-table", type=Path, help="where merged CLs go (default beside OUT)")
     p.set_defaults(func=run)
 
 
-def _cls_from_yields(args: argparse.Namespace, cls_path: Path) -> tuple[Path, str]:
-    import json
+def _run_config(args: argparse.Namespace) -> int:
+    from dataclasses import replace
 
-    import yaml
+    from recastfit.errors import InputError
+    from recastfit.scan import load_scan_config, run_scan
 
-    from recastfit.errors import ConfigError
-    from recastfit.results import FitSettings
-    from recastfit.scan import YieldAnalysis, cls_table_from_yields
-
-    cfg_file = str(args.yields_config)
-    cfg = yaml.safe_load(args.yields_config.read_text()) or {}
-    if not isinstance(cfg.get("analyses"), dict) or not cfg["analyses"]:
-        raise ConfigError(cfg_file, "analyses", "a mapping name -> {workspace, columns}", cfg.get("analyses"))
-    analyses = []
-    for name, a in cfg["analyses"].items():
-        try:
-            ws = Path(a["workspace"])
-            ws = ws if ws.is_absolute() else args.yields_config.parent / ws
-            cols = {str(c): (str(v[0]), int(v[1])) for c, v in a["columns"].items()}
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise ConfigError(
-                cfg_file, f"analyses.{name}", "{workspace: path, columns: {col: [channel, bin]}}", a
-            ) from None
-        analyses.append(YieldAnalysis(str(name), json.loads(ws.read_text()), cols))
-    try:
-        settings = FitSettings(**(cfg.get("settings") or {}))
-    except TypeError as exc:
-        raise ConfigError(
-            cfg_file, "settings", "FitSettings fields (mu_test, test_stat, calctype, engine)", str(exc)
-        ) from None
-    id_column = args.id_column or cfg.get("id_column", "name")
-    params = [p for p in args.params.split(",") if p] or list(cfg.get("parameters") or [])
-    cls_table_from_yields(
-        args.inputs[0],
-        cls_path,
-        analyses,
-        settings,
-        id_column=id_column,
-        parameters=params,
-        batch_size=int(cfg.get("batch_size", 1000)),
-    )
-    return cls_path, id_column
+    cfg = load_scan_config(args.config)
+    if len(args.inputs) > 1:
+        raise InputError(str(args.inputs[1]), None, "with --config, give at most one yields table")
+    if args.inputs:
+        cfg = replace(cfg, yields=args.inputs[0])
+    if args.id_column:
+        cfg = replace(cfg, id_column=args.id_column)
+    outcome = run_scan(cfg, cores=args.cores, quiet=args.quiet)
+    print(outcome.line() + f"; wrote {outcome.points_path} and {outcome.summary_path}")
+    return outcome.exit_code
 
 
 def run(args: argparse.Namespace) -> int:
+    from recastfit.errors import InputError
+
+    if args.config:
+        return _run_config(args)
     from recastfit.scan import results_to_table, scan_table
 
+    if not args.inputs:
+        raise InputError("recastfit scan", "INPUT", "give a CLs table or results.json files, or --config")
+    if args.out is None:
+        raise InputError("recastfit scan", "--out", "the per-point table to write (without --config)")
     out: Path = args.out
     cls_path = args.cls_table or out.with_name(
         out.stem + "_cls" + (".csv" if out.suffix == ".csv" else ".parquet")
     )
     id_column = args.id_column
-    if args.yields_config:
-        table, id_column = _cls_from_yields(args, cls_path)
-    elif all(p.suffix == ".json" for p in args.inputs):
+    if all(p.suffix == ".json" for p in args.inputs):
         table = results_to_table(args.inputs, cls_path)
         id_column = id_column or "name"
     elif len(args.inputs) == 1:
         table = args.inputs[0]
     else:
-        from recastfit.errors import InputError
-
         raise InputError(str(args.inputs[1]), None, "expected one table, or only results.json files")
     params = [p for p in args.params.split(",") if p]
     pairs = [tuple(s.split(":", 1)) for s in args.pair] if args.pair else None
@@ -121,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     summary_path = args.summary or out.with_name(out.stem + ".summary.json")
     summary.to_json(summary_path)
     if args.figures:
-        from recastfit.scan_figures import plot_scan_summary
+        from recastfit.scan.figures import plot_scan_summary
 
         plot_scan_summary(summary, args.figures)
     if not args.quiet:

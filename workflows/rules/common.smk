@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from recastfit.config import RunConfig
+from recastfit.config import Config, RunConfig
 from recastfit.errors import RecastfitError
 from recastfit.signals.sources import recast_points as _recast_points
 from recastfit.workflow_glue import clear_stale_lock, drop_outgrown_results, load_workflow_config
@@ -17,8 +17,13 @@ try:
 except RecastfitError as _err:
     raise WorkflowError(f"recastfit: invalid configuration: {_err}") from None
 
-CFGS = RUN.by_name() if isinstance(RUN, RunConfig) else {RUN.analysis: RUN}
-OUT = str(RUN.output)
+if isinstance(RUN, RunConfig):
+    CFGS = RUN.by_name()
+elif isinstance(RUN, Config):
+    CFGS = {RUN.analysis: RUN}
+else:  # a scan-only config (rules/scan.smk): no grid analyses
+    CFGS = {}
+OUT = str(RUN.output if hasattr(RUN, "output") else RUN.out_dir.parent)
 A = f"{OUT}/{{analysis}}"  # every per-analysis file lives under <output>/<analysis>/
 STEP = "../scripts/step.py"
 ENV = "../envs/recastfit.yaml"

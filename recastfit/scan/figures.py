@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from recastfit.plot import save_figure
-from recastfit.scan import ScanSummary
+from recastfit.scan.summary import ScanSummary
 
 __all__ = ["plot_scan_summary"]
 

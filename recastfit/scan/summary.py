@@ -1,11 +1,9 @@
-"""Scan mode (pMSSM-style): per-point CLs of several analyses -> best analysis, excluded flag, summary.
+"""Per-point CLs of several analyses -> best analysis, excluded flag, summary with projections.
 
-Layered: (1) :func:`scan_table` streams a table (Parquet/CSV; columns ``<analysis>.cls_obs`` and
+:func:`scan_table` streams a table (Parquet/CSV; columns ``<analysis>.cls_obs`` and
 ``<analysis>.cls_exp_0`` .. ``_4``, optional ``<analysis>.status``) in record batches and writes the
 per-point table and a summary with 1D/2D projections; only the needed columns are read and one
-batch is held at a time. (2) :func:`cls_table_from_yields` turns a table of signal yields into
-those CLs columns by building one patch per row and analysis and calling
-:func:`recastfit.infer.hypotest_batch`. :func:`results_to_table` merges results.json files.
+batch is held at a time. :func:`results_to_table` merges results.json files into such a table.
 
 "Best" analysis = the lowest median expected CLs (``cls_exp_2``) among the analyses that did not
 fail for the point; the point is excluded when that analysis' observed CLs < ``level``. A point
@@ -14,9 +12,8 @@ for which every analysis failed is never excluded and is listed in the summary.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,36 +21,10 @@ from typing import Any
 import numpy as np
 
 from recastfit.errors import InputError
+from recastfit.fileio import write_json_atomic
+from recastfit.scan.tables import ID_CANDIDATES, iter_batches, open_dataset, open_writer
 
-__all__ = [
-    "ScanSummary",
-    "detect_analyses",
-    "best_analysis",
-    "scan_table",
-    "results_to_table",
-    "YieldAnalysis",
-    "tasks_from_rows",
-    "cls_table_from_yields",
-]
-
-ID_CANDIDATES = ("name", "id", "point", "point_id")
-
-
-def _fmt(path: Path) -> str:
-    suffix = "".join(path.suffixes[-2:]).lower()
-    if suffix.endswith((".csv", ".csv.gz", ".txt")):
-        return "csv"
-    if suffix.endswith((".parquet", ".pq")) or path.is_dir():
-        return "parquet"
-    raise InputError(str(path), None, "expected a .parquet or .csv table")
-
-
-def _dataset(path: Path) -> Any:
-    import pyarrow.dataset as ds
-
-    if not path.exists():
-        raise InputError(str(path), None, "scan table not found")
-    return ds.dataset(str(path), format=_fmt(path))
+__all__ = ["ScanSummary", "best_analysis", "detect_analyses", "results_to_table", "scan_table"]
 
 
 def detect_analyses(columns: Sequence[str]) -> list[str]:
@@ -159,37 +130,26 @@ class ScanSummary:
         }
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        """Write the summary atomically as strict JSON (no NaN: an empty scan's fraction is null)."""
+        d = self.to_dict()
+        if not self.n_points:
+            d["fraction_excluded"] = None
+        write_json_atomic(path, d)
+        return Path(path)
 
 
-def _ranges(dataset: Any, params: Sequence[str], batch_size: int) -> dict[str, tuple[float, float]]:
+def _ranges(
+    path: Path, dataset: Any, params: Sequence[str], batch_size: int
+) -> dict[str, tuple[float, float]]:
     lo = {p: math.inf for p in params}
     hi = {p: -math.inf for p in params}
-    for batch in dataset.to_batches(columns=list(params), batch_size=batch_size):
+    for batch in iter_batches(path, list(params), batch_size, dataset):
         for p in params:
             v = batch.column(p).to_numpy(zero_copy_only=False).astype(float)
             v = v[np.isfinite(v)]
             if len(v):
                 lo[p], hi[p] = min(lo[p], float(v.min())), max(hi[p], float(v.max()))
     return {p: (lo[p], hi[p] if hi[p] > lo[p] else lo[p] + 1.0) for p in params}
-
-
-def _open_writer(out: Path, schema: Any) -> Any:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if _fmt(out) == "csv":
-        import pyarrow.csv as pcsv
-
-        return pcsv.CSVWriter(str(out), schema)
-    import pyarrow.parquet as pq
-
-    return pq.ParquetWriter(str(out), schema)
-
-
-def _iter_input(path: Path, columns: list[str], batch_size: int) -> Iterator[Any]:
-    yield from _dataset(path).to_batches(columns=columns, batch_size=batch_size)
 
 
 def scan_table(
@@ -217,7 +177,7 @@ def scan_table(
     import pyarrow.compute as pc
 
     path = Path(table)
-    dataset = _dataset(path)
+    dataset = open_dataset(path)
     names = dataset.schema.names
     analyses = list(analyses) if analyses else detect_analyses(names)
     if not analyses:
@@ -239,7 +199,7 @@ def scan_table(
         rng = dict(ranges or {})
         todo = [p for p in params if p not in rng]
         if todo:
-            rng.update(_ranges(dataset, todo, batch_size))
+            rng.update(_ranges(path, dataset, todo, batch_size))
         edges = {p: np.linspace(rng[p][0], rng[p][1], bins + 1) for p in params}
     h1 = {p: [np.zeros(bins, np.int64), np.zeros(bins, np.int64)] for p in params}
     h2 = {pq_: [np.zeros((bins, bins), np.int64), np.zeros((bins, bins), np.int64)] for pq_ in pairs}
@@ -256,7 +216,7 @@ def scan_table(
     writer = None
     offset = 0
     labels_ = [*analyses, ""]
-    for batch in _iter_input(path, columns, batch_size):
+    for batch in iter_batches(path, columns, batch_size, dataset):
         n = batch.num_rows
         cols = {name: batch.column(name) for name in batch.schema.names}
         r = best_analysis(cols, analyses, level)
@@ -305,7 +265,7 @@ def scan_table(
             data["failed"] = pa.array(r["failed"])
             chunk = pa.table(data)
             if writer is None:
-                writer = _open_writer(Path(out), chunk.schema)
+                writer = open_writer(Path(out), chunk.schema)
             writer.write_table(chunk)
         offset += n
     if writer is not None:
@@ -374,113 +334,7 @@ def results_to_table(results: Sequence[str | Path | Mapping[str, Any]], out: str
         else:
             data_cols[k] = pa.array([rows[n].get(k, math.nan) for n in names], type=pa.float64())
     out = Path(out)
-    writer = _open_writer(out, pa.schema([(k, v.type) for k, v in data_cols.items()]))
+    writer = open_writer(out, pa.schema([(k, v.type) for k, v in data_cols.items()]))
     writer.write_table(pa.table(data_cols))
     writer.close()
     return out
-
-
-# ---- layer 2: yields -> patches -> hypothesis tests -------------------------------------------
-
-
-@dataclass(frozen=True)
-class YieldAnalysis:
-    """One analysis of a yields scan: its background workspace and column -> (channel, bin)."""
-
-    name: str
-    bkg_spec: dict
-    columns: Mapping[str, tuple[str, int]]
-
-
-def tasks_from_rows(
-    rows: Mapping[str, Sequence[Any]],
-    analysis: YieldAnalysis,
-    *,
-    id_column: str,
-    parameters: Sequence[str] = (),
-    options: Any = None,
-    source: str = "scan table",
-) -> list[Any]:
-    """One :class:`~recastfit.results.PatchTask` per row: the yields in ``analysis.columns`` placed
-    into their (channel, bin); bins with no column get 0. Patches come from
-    :func:`recastfit.patches.build_patch` (signal sample with the POI normfactor and lumi)."""
-    from recastfit.patches import SignalOptions, build_patch
-    from recastfit.results import PatchTask
-    from recastfit.signals.model import ChannelYields, PointYields
-
-    nbins = {c["name"]: len(c["samples"][0]["data"]) for c in analysis.bkg_spec["channels"]}
-    for col, (ch, b) in analysis.columns.items():
-        if ch not in nbins or not 0 <= int(b) < nbins[ch]:
-            raise InputError(
-                source,
-                f"{analysis.name}.columns.{col}",
-                f"expected a (channel, bin) of the workspace {nbins}, got {(ch, b)!r}",
-            )
-        if col not in rows:
-            raise InputError(source, col, f"column missing (needed by analysis '{analysis.name}')")
-    n = len(rows[id_column])
-    tasks = []
-    for i in range(n):
-        chans: dict[str, list[float]] = {}
-        for col, (ch, b) in analysis.columns.items():
-            chans.setdefault(ch, [0.0] * nbins[ch])[int(b)] = float(rows[col][i])
-        point = PointYields(
-            str(rows[id_column][i]),
-            tuple(float(rows[p][i]) for p in parameters),
-            {ch: ChannelYields(tuple(v)) for ch, v in chans.items()},
-        )
-        patch = build_patch(analysis.bkg_spec, point, options or SignalOptions(), source=source)
-        tasks.append(PatchTask(point.name, point.values, patch))
-    return tasks
-
-
-def cls_table_from_yields(
-    table: str | Path,
-    out: str | Path,
-    analyses: Sequence[YieldAnalysis],
-    settings: Any,
-    *,
-    id_column: str = "name",
-    parameters: Sequence[str] = (),
-    batch_size: int = 1000,
-) -> Path:
-    """Stream a yields table, run the hypothesis tests per batch and analysis
-    (:func:`recastfit.infer.hypotest_batch`) and write the CLs table that :func:`scan_table` reads."""
-    import pyarrow as pa
-
-    from recastfit.infer import hypotest_batch
-
-    path = Path(table)
-    columns = list(dict.fromkeys([id_column, *parameters, *(c for a in analyses for c in a.columns)]))
-    names = _dataset(path).schema.names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise InputError(str(path), "columns", f"missing {missing}; the table has {names}")
-    writer = None
-    for batch in _iter_input(path, columns, batch_size):
-        rows = {c: batch.column(c).to_pylist() for c in columns}
-        data: dict[str, Any] = {id_column: pa.array([str(v) for v in rows[id_column]])}
-        for p in parameters:
-            data[p] = pa.array(rows[p], type=pa.float64())
-        for a in analyses:
-            results = hypotest_batch(
-                a.bkg_spec,
-                tasks_from_rows(rows, a, id_column=id_column, parameters=parameters, source=str(path)),
-                settings,
-            )
-            data[f"{a.name}.status"] = pa.array([r.status for r in results])
-            data[f"{a.name}.cls_obs"] = pa.array(
-                [r.cls_obs if r.ok else math.nan for r in results], type=pa.float64()
-            )
-            for j in range(5):
-                data[f"{a.name}.cls_exp_{j}"] = pa.array(
-                    [r.cls_exp[j] if r.ok else math.nan for r in results], type=pa.float64()
-                )
-        chunk = pa.table(data)
-        if writer is None:
-            writer = _open_writer(Path(out), chunk.schema)
-        writer.write_table(chunk)
-    if writer is None:
-        raise InputError(str(path), None, "the yields table has no rows")
-    writer.close()
-    return Path(out)
