@@ -230,6 +230,10 @@ def _validate(data: Any, file: str, schema_name: str = "config") -> dict[str, An
         raise ConfigError(file, "<top level>", "a mapping of sections", type(data).__name__)
     data = _copy(data)
     _finite(data, file, "")
+    if schema_name == "config" and "scan" not in data:  # a grid analysis (else a scan-only config)
+        for key in ("analysis", "pallet", "signal", "grid"):
+            if key not in data:
+                raise ConfigError(file, key, "this key to be present")
     errors = sorted(
         _Validator(schema(schema_name)).iter_errors(data), key=lambda e: (len(e.absolute_path), list(e.path))
     )
@@ -271,6 +275,8 @@ def _check_engine(fit: FitSettings, file: str) -> None:
 def parse_config(data: Any, file: str = "config.yaml") -> Config:
     """Validate a config mapping and build :class:`Config`, or raise :class:`ConfigError`."""
     data = _validate(data, file)
+    if "analysis" not in data:
+        raise ConfigError(file, "analysis", "this key to be present (a scan-only config is read by load_run)")
     analysis = check_name(data["analysis"], file=file, key="analysis", config=True)
     fit_raw = dict(data.get("fit", {}))
     budget = {k: fit_raw.pop(k) for k in ("timeout", "jobs", "threads", "max_memory_mb") if k in fit_raw}

@@ -78,15 +78,13 @@ class ScanConfig:
 
 
 def scan_schema() -> dict:
-    """The ``scan`` block of the config schema (from this checkout's ``workflows/`` when there is one)."""
-    checkout = Path(__file__).resolve().parents[2] / "workflows" / "schemas" / "config.schema.yaml"
-    if checkout.is_file():
-        from recastfit.fileio import load_yaml_file
+    """The ``scan`` block of the config schema (``workflows/schemas/config.schema.yaml``)."""
+    from importlib import resources
 
-        return load_yaml_file(checkout, limit_name="max_config_bytes", what="schema")["properties"]["scan"]
-    from recastfit.config import schema
+    from recastfit.fileio import load_yaml_text
 
-    return schema()["properties"]["scan"]
+    text = resources.files("recastfit.workflow").joinpath("schemas/config.schema.yaml").read_text()
+    return load_yaml_text(text, "config.schema.yaml")["properties"]["scan"]
 
 
 def _schema_errors(section: Any, file: str) -> None:
