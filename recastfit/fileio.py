@@ -88,6 +88,19 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def _parse_yaml(parse: Any, source: str) -> Any:
+    """Run ``parse()``; a YAML error or runaway nesting becomes an InputError naming ``source``."""
+    try:
+        return parse()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(source, None, f"not valid YAML: {problem}{where}") from None
+    except RecursionError:
+        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+
+
 def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
     """Parse YAML ``text`` safely (no tags, no aliases); InputError naming ``source`` on failure.
 
@@ -98,15 +111,7 @@ def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
     ...
     recastfit.errors.InputError: c.yaml: not valid YAML: YAML aliases are not allowed (found *x) (line 2)
     """
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(source, None, f"not valid YAML: {problem}{where}") from None
-    except RecursionError:
-        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+    return _parse_yaml(lambda: yaml.load(text, Loader=_NoAliasLoader), source)  # noqa: S506
 
 
 def load_yaml_documents(text: str, source: str = "<yaml>") -> list[Any]:
@@ -115,15 +120,7 @@ def load_yaml_documents(text: str, source: str = "<yaml>") -> list[Any]:
     >>> load_yaml_documents("a: 1\\n---\\nb: 2")
     [{'a': 1}, {'b': 2}]
     """
-    try:
-        return list(yaml.load_all(text, Loader=_NoAliasLoader))  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(source, None, f"not valid YAML: {problem}{where}") from None
-    except RecursionError:
-        raise InputError(source, None, "not valid YAML: nested too deeply") from None
+    return _parse_yaml(lambda: list(yaml.load_all(text, Loader=_NoAliasLoader)), source)  # noqa: S506
 
 
 def load_yaml_file(path: Path | str, *, limit_name: str = "max_input_bytes", what: str = "file") -> Any:

@@ -233,17 +233,12 @@ def newest_row(store: Path) -> float:
         return 0.0
 
 
-def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], out: Path) -> str:
-    """Merge the part stores into results.sqlite and write ``results.json`` for every point."""
+def _export(cfg: Config, store: Path, out: Path, tasks: Sequence[PatchTask], bkg: dict) -> dict[str, Any]:
+    """Write ``results.json`` for exactly ``tasks`` from the store (every point, ok or failed)."""
     from recastfit.store import ResultStore
 
-    bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
-    tasks = _tasks(patchset)
-    store = cfg.results_dir / "results.sqlite"
-    last_gather = newest_row(store)  # parts whose record is older ran before the last gather
-    _merge(store, [Path(p).with_suffix(".sqlite") for p in parts])
     with ResultStore(store) as db:
-        doc = db.export_results(
+        return db.export_results(
             out,
             analysis=cfg.analysis,
             parameters=cfg.parameters,
@@ -253,6 +248,17 @@ def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], o
             tasks=tasks,
             bkg_spec=bkg,
         )
+
+
+def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], out: Path) -> str:
+    """Merge the part stores into results.sqlite and write ``results.json`` for every point."""
+
+    bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
+    tasks = _tasks(patchset)
+    store = cfg.results_dir / "results.sqlite"
+    last_gather = newest_row(store)  # parts whose record is older ran before the last gather
+    _merge(store, [Path(p).with_suffix(".sqlite") for p in parts])
+    doc = _export(cfg, store, out, tasks, bkg)
     records = [load_json_file(p) for p in parts if Path(p).stat().st_mtime > last_gather]
     ok = sum(1 for p in doc["points"] if p["status"] == "ok")
     now = sum(r.get("fitted_now", 0) for r in records)
@@ -267,23 +273,12 @@ def run_fit_step(
     cfg: Config, manifest: dict[str, Any], patchset_path: Path, out: Path, *, cores: int, quiet: bool
 ) -> int:
     """`recastfit fit`: every patch in one process (the CLI path; the workflow fans out instead)."""
-    from recastfit.store import ResultStore
 
     bkg = load_workspace(Path(manifest["selected"]["workspace"]))
     tasks = _tasks(patchset_path)
     store_path = Path(out).parent / "results.sqlite"
     summary = _fit(cfg, bkg, tasks, store_path, cores=cores, quiet=quiet)
-    with ResultStore(store_path) as db:
-        db.export_results(
-            out,
-            analysis=cfg.analysis,
-            parameters=cfg.parameters,
-            units=cfg.units,
-            labels=cfg.labels,
-            settings=cfg.fit,
-            tasks=tasks,
-            bkg_spec=bkg,
-        )
+    _export(cfg, store_path, out, tasks, bkg)
     if quiet:  # run_fits prints this line itself unless quiet; the summary is always shown once
         print(summary.line(), file=sys.stderr)
     return summary.exit_code
