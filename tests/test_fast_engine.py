@@ -230,7 +230,10 @@ def test_demo_grid_matches_pyhf():
     # pyhf's default SLSQP tolerance leaves up to 1.3e-3 of CLs error on weak demo points (demo_800_700);
     # with a tight tolerance pyhf and the fast engine agree to 1e-8
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
-    for task, res in zip(tasks, results, strict=True):
+    assert len(results) == 54 and all(r.ok for r in results)
+    # pyhf on every 5th point (11 of 54, light to compressed; weak demo_800_700 included) keeps it cheap
+    sample = [i for i in range(len(tasks)) if i % 5 == 0 or tasks[i].name == "demo_800_700"]
+    for task, res in ((tasks[i], results[i]) for i in sample):
         model = ws.model(patches=[task.patch])
         obs, exp = pyhf.infer.hypotest(
             1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
@@ -265,13 +268,14 @@ def _multistart_nll(checker, model, data, starts) -> float:
 
 @pytest.mark.slow
 def test_erjr_pallet_no_stuck_fits(erjr_dir):
-    """All 66 real patches: fitted to a true minimum or flagged failed, never stuck at mu=1."""
+    """Real patches (every 3rd of the 66): fitted to a true minimum or flagged failed, never stuck at mu=1."""
     from recastfit.infer.fast import hypotest_batch
     from recastfit.infer.reference import FitChecker
 
     bkg = json.loads((erjr_dir / "BkgOnly.json").read_text())
     files = sorted(glob.glob(str(erjr_dir / "patches" / "*.json")))
     assert len(files) == 66
+    files = files[::3]  # 22 patches across the pallet: the hard ones are spread through it
     tasks = [PatchTask(f.split("/")[-1], (0.0, 0.0), json.loads(open(f).read())) for f in files]
     results = hypotest_batch(bkg, tasks, FAST)
     for res in results:
@@ -285,7 +289,7 @@ def test_erjr_pallet_no_stuck_fits(erjr_dir):
     # the free-fit NLL is a true minimum: multi-start L-BFGS-B on a subset (affordable on 2 cores)
     ws = pyhf.Workspace(bkg)
     rng = np.random.default_rng(3)
-    for k in (0, 13, 27, 40, 65):
+    for k in (0, 9, 21):
         res, task = results[k], tasks[k]
         if not res.ok:
             continue
