@@ -54,7 +54,16 @@ def fetch_step(cfg: Config, dest: Path, manifest: Path) -> dict[str, Any]:
     if spec.doi_url:
         options.doi_url = spec.doi_url.rstrip("/")
     folder = fetch_pallet(spec.source, Path(dest), resource=spec.resource, options=options)
-    return write_manifest(Path(manifest), spec.source, folder, spec.analysis)
+    written = write_manifest(Path(manifest), spec.source, folder, spec.analysis)
+    if spec.sha256 and written.get("sha256") != spec.sha256:
+        Path(manifest).unlink(missing_ok=True)  # nothing downstream may use an unverified pallet
+        raise ConfigError(
+            cfg.file,
+            "pallet.sha256",
+            f"the archive's sha256 {spec.sha256}",
+            written.get("sha256") or "no archive",
+        )
+    return written
 
 
 # -- patches -----------------------------------------------------------------------------------------
