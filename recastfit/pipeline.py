@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from recastfit.fileio import load_json_file, write_json_atomic
 from recastfit.manifest import read_manifest
 from recastfit.pallet import legacy_patchset, load_json, load_patchset, load_workspace
 from recastfit.patches import build_patchset, patchset_tasks
-from recastfit.results import HypotestResult, PatchTask, digest
+from recastfit.results import PatchTask, digest
 
 __all__ = [
     "fetch_step",
@@ -210,23 +209,11 @@ def fit_part(
 
 
 def _merge(dest: Path, sources: Sequence[Path]) -> int:
-    """Copy every row of the part stores into ``dest`` (one transaction each); returns rows copied."""
+    """Merge the fit jobs' part stores into ``dest`` (a good row beats an error row); rows taken."""
     from recastfit.store import ResultStore
 
-    copied = 0
     with ResultStore(dest) as db:
-        for src in sources:
-            if not src.exists():
-                continue
-            with ResultStore(src) as part:
-                rows = part.rows()
-            by_key: dict[tuple[str, str, int], list] = {}
-            for row in rows:
-                res = HypotestResult.from_dict(json.loads(row["result"]))
-                by_key.setdefault((row["bkg"], row["settings"], row["error"]), []).append((row["patch"], res))
-            for (bkg, settings, error), items in by_key.items():
-                copied += db.put_many(bkg, settings, items, error=bool(error))
-    return copied
+        return sum(db.merge_from(src) for src in sources if src.exists())
 
 
 def newest_row(store: Path) -> float:
