@@ -355,7 +355,7 @@ class ResultStore:
             "parameters": list(parameters),
             "units": list(units),
             "labels": list(labels),
-            "settings": asdict(settings),
+            "settings": {k: v for k, v in asdict(settings).items() if k != "timeout"},
             "points": points,
         }
         write_json_atomic(path, doc)

@@ -1,10 +1,9 @@
 """Hostile and malformed configs: each ends in a named ConfigError (file and key named) within 10 s
-and 500 MB, touching nothing outside its folder; and config values with shell syntax stay data."""
+and 500 MB (tests/hostile.py: a forked child, peak RSS above its fork baseline), touching nothing
+outside its folder; and config values with shell syntax stay data."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import resource
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import yaml
 
 from recastfit.config import load_run
 from recastfit.errors import ConfigError
+from tests.hostile import run_bounded
 from tests.workflow_util import new_workflow, run_snakemake
 
 BASE = {
@@ -73,33 +73,6 @@ CASES = [
 ]
 
 
-def _child(path: str, conn) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (500 << 20, 500 << 20))
-    try:
-        load_run(path)
-        conn.send(("no error", ""))
-    except ConfigError as exc:
-        conn.send(("ConfigError", str(exc)))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
-        conn.send((type(exc).__name__, str(exc)[:500]))
-
-
-def _bounded(path: Path) -> tuple[str, str, float]:
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    t0 = time.monotonic()
-    proc = ctx.Process(target=_child, args=(str(path), child))
-    proc.start()
-    ok = parent.poll(10)
-    if not ok:
-        proc.kill()
-        proc.join()
-        return "timeout", "", time.monotonic() - t0
-    kind, msg = parent.recv()
-    proc.join(5)
-    return kind, msg, time.monotonic() - t0
-
-
 @pytest.mark.parametrize(("text", "key"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_hostile_config_is_a_named_error(tmp_path, text, key) -> None:
     outside = tmp_path / "outside"
@@ -113,10 +86,9 @@ def test_hostile_config_is_a_named_error(tmp_path, text, key) -> None:
         path.write_bytes(b"analysis: \xff\xfe\n")
     else:
         path.write_text(text)
-    kind, msg, seconds = _bounded(path)
-    assert kind == "ConfigError", (kind, msg)
-    assert str(path) in msg and f"'{key}" in msg, msg
-    assert seconds < 10
+    outcome = run_bounded(lambda: load_run(path), seconds=10, max_mb=500)
+    outcome.expect("ConfigError", str(path), f"'{key}")
+    assert outcome.seconds < 10 and outcome.peak_mb < 500
     assert marker.read_text() == "keep" and sorted(p.name for p in outside.iterdir()) == ["marker.txt"]
     assert sorted(p.name for p in work.iterdir()) == ["user.yaml"]
     assert not Path("pwned").exists()
