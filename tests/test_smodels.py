@@ -4,6 +4,7 @@ the union grid, and the real ATLAS-SUSY-2018-05-ewk folder against plain pyhf.""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -185,7 +186,8 @@ def test_ewk_cls_match_plain_pyhf_at_three_points() -> None:
     found = load_signal_points(spec, bkg_spec=bkg, parameters=params)
     assert [p.values for p in found.points] == CHECK
     tasks = patchset_tasks(build_patchset(bkg, found.points, spec.options, parameters=params))
-    with ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: forking a process that already runs JAX's threads can deadlock the child
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         ours = pool.submit(_ours, bkg, tasks, raw["fit"]["engine"])
         theirs = [pool.submit(_pyhf_cls, bkg, t.patch) for t in tasks]
         for m, (obs, exp), ref in zip(CHECK, ours.result(), theirs, strict=True):
