@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pyhf
@@ -85,7 +86,7 @@ def test_full_stau_grid_patchset_matches_pyhf(stau_dir, xsec_dir) -> None:
     for m in tasks:
         assert tasks[m].patch == stau_patch(bkg, *hand[m]), m
     refs = reference(stau_dir)
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         ours = [pool.submit(_ours, bkg, tasks[m]) for m in CHECK]
         theirs = [pool.submit(_pyhf_cls, bkg, stau_patch(bkg, *hand[m])) for m in CHECK]
         for m, a, b in zip(CHECK, ours, theirs, strict=True):
