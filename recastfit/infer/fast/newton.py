@@ -30,10 +30,12 @@ LAM0 = 1e-3
 LAM_MIN = 1e-9
 LAM_MAX = 1e10
 TINY = 1e-12
-CG_RTOL = 0.1
+CG_RTOL = 0.01
 DEBUG = False
 SHRINK = 8.0
-SHRINK_MIN = 1e-3  # inexact Newton: relative preconditioned residual at which CG stops
+SHRINK_MIN = 1e-3
+LS_MAX = 5  # backtracking steps (factor LS_SHRINK each) before a step is rejected
+LS_SHRINK = 0.25  # inexact Newton: relative preconditioned residual at which CG stops
 
 
 class FitOut(NamedTuple):
@@ -172,21 +174,37 @@ def make_minimizer(
             # multiplicative factors shrink at most 8x per step (unless already small): a step
             # that overshoots to ~0 would leave a -n log(factor) term that Newton only doubles away
             floor = jnp.where((mult > 0) & (theta > SHRINK_MIN), jnp.maximum(lo, theta / SHRINK), lo)
-            trial = jnp.clip(theta + x, floor, hi)
+
+            def point(t):
+                return jnp.clip(theta + t * x, floor, hi)
+
+            def ls_cond(c):
+                t, v, k = c
+                return (k < LS_MAX) & ~(jnp.isfinite(v) & (v <= value))
+
+            def ls_body(c):
+                t, _, k = c
+                return LS_SHRINK * t, evaluate(point(LS_SHRINK * t), args)[0], k + 1
+
+            # backtracking along the Newton-CG step: a step into a region where the model is
+            # undefined (negative rates) or uphill is shortened here instead of re-solved
+            t, _, n_ls = jax.lax.while_loop(ls_cond, ls_body, (1.0, evaluate(point(1.0), args)[0], 0))
+            trial = point(t)
             step_taken = trial - theta
             tv, tg, tj, tw, tc = evaluate(trial, args)
             gx = jnp.dot(grad, step_taken)
             pred = -(gx + 0.5 * jnp.dot(step_taken, apply_a(step_taken)))
             ok = jnp.isfinite(tv) & jnp.all(jnp.isfinite(tg)) & (tv <= value)
             rho = (value - tv) / jnp.where(pred > 0, pred, jnp.inf)
+            good = ok & (n_ls == 0)
+            lam_new = jnp.where(good & (rho > 0.5), lam * 0.1, jnp.where(good & (rho > 0.1), lam, lam * 10.0))
             pick = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            lam_new = jnp.where(ok & (rho > 0.5), lam * 0.1, jnp.where(ok & (rho > 0.1), lam, lam * 10.0))
             lam_new = jnp.clip(lam_new, LAM_MIN, LAM_MAX)
             dec_new = -jnp.dot(grad, x)
             if DEBUG:
                 jax.debug.print(
-                    "it {} v {:.6f} tv {:.6f} lam {:.1e} rho {:.3f} dec {:.2e} cg {} {}",
-                    *(it, value, tv, lam, rho, dec_new, cg_k, cg_neg),
+                    "it {} v {:.6f} tv {:.6f} lam {:.1e} rho {:.3f} dec {:.2e} cg {} {} ls {}",
+                    *(it, value, tv, lam, rho, dec_new, cg_k, cg_neg, n_ls),
                 )
             finished = (dec_new < tol) & (lam <= 1e-2)
             return (
