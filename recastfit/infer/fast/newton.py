@@ -30,7 +30,7 @@ LAM0 = 1e-3
 LAM_MIN = 1e-9
 LAM_MAX = 1e10
 TINY = 1e-12
-CG_RTOL = 0.01
+CG_RTOL = 0.1
 DEBUG = False
 SHRINK = 8.0
 SHRINK_MIN = 1e-3
@@ -170,7 +170,7 @@ def make_minimizer(
                 v = v * fr
                 return (hvp(v) + lam * dscale * v) * fr
 
-            x, _, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
+            x, xax, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
             # multiplicative factors shrink at most 8x per step (unless already small): a step
             # that overshoots to ~0 would leave a -n log(factor) term that Newton only doubles away
             floor = jnp.where((mult > 0) & (theta > SHRINK_MIN), jnp.maximum(lo, theta / SHRINK), lo)
@@ -178,22 +178,25 @@ def make_minimizer(
             def point(t):
                 return jnp.clip(theta + t * x, floor, hi)
 
+            def acceptable(v):
+                return jnp.isfinite(v) & (v <= value)
+
             def ls_cond(c):
-                t, v, k = c
-                return (k < LS_MAX) & ~(jnp.isfinite(v) & (v <= value))
+                return (c[1] < LS_MAX) & ~acceptable(c[2][0])
 
             def ls_body(c):
-                t, _, k = c
-                return LS_SHRINK * t, evaluate(point(LS_SHRINK * t), args)[0], k + 1
+                t, k, _ = c
+                return LS_SHRINK * t, k + 1, evaluate(point(LS_SHRINK * t), args)
 
             # backtracking along the Newton-CG step: a step into a region where the model is
             # undefined (negative rates) or uphill is shortened here instead of re-solved
-            t, _, n_ls = jax.lax.while_loop(ls_cond, ls_body, (1.0, evaluate(point(1.0), args)[0], 0))
+            t, n_ls, (tv, tg, tj, tw, tc) = jax.lax.while_loop(
+                ls_cond, ls_body, (jnp.asarray(1.0), 0, evaluate(point(1.0), args))
+            )
             trial = point(t)
-            step_taken = trial - theta
-            tv, tg, tj, tw, tc = evaluate(trial, args)
-            gx = jnp.dot(grad, step_taken)
-            pred = -(gx + 0.5 * jnp.dot(step_taken, apply_a(step_taken)))
+            gx = jnp.dot(grad, x)
+            # quadratic-model reduction of the (backtracked) step, from the CG quantities
+            pred = -(t * gx + 0.5 * t * t * jnp.where(jnp.isfinite(xax), xax, -gx))
             ok = jnp.isfinite(tv) & jnp.all(jnp.isfinite(tg)) & (tv <= value)
             rho = (value - tv) / jnp.where(pred > 0, pred, jnp.inf)
             good = ok & (n_ls == 0)
