@@ -33,7 +33,9 @@ TINY = 1e-12
 CG_RTOL = 0.1
 DEBUG = False
 SHRINK = 8.0
-SHRINK_MIN = 1e-3  # inexact Newton: relative preconditioned residual at which CG stops
+SHRINK_MIN = 1e-3
+LS_MAX = 5  # backtracking steps (factor LS_SHRINK each) before a step is rejected
+LS_SHRINK = 0.25  # inexact Newton: relative preconditioned residual at which CG stops
 
 
 class FitOut(NamedTuple):
@@ -168,25 +170,44 @@ def make_minimizer(
                 v = v * fr
                 return (hvp(v) + lam * dscale * v) * fr
 
-            x, _, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
+            x, xax, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
             # multiplicative factors shrink at most 8x per step (unless already small): a step
             # that overshoots to ~0 would leave a -n log(factor) term that Newton only doubles away
             floor = jnp.where((mult > 0) & (theta > SHRINK_MIN), jnp.maximum(lo, theta / SHRINK), lo)
-            trial = jnp.clip(theta + x, floor, hi)
-            step_taken = trial - theta
-            tv, tg, tj, tw, tc = evaluate(trial, args)
-            gx = jnp.dot(grad, step_taken)
-            pred = -(gx + 0.5 * jnp.dot(step_taken, apply_a(step_taken)))
+
+            def point(t):
+                return jnp.clip(theta + t * x, floor, hi)
+
+            def acceptable(v):
+                return jnp.isfinite(v) & (v <= value)
+
+            def ls_cond(c):
+                return (c[1] < LS_MAX) & ~acceptable(c[2][0])
+
+            def ls_body(c):
+                t, k, _ = c
+                return LS_SHRINK * t, k + 1, evaluate(point(LS_SHRINK * t), args)
+
+            # backtracking along the Newton-CG step: a step into a region where the model is
+            # undefined (negative rates) or uphill is shortened here instead of re-solved
+            t, n_ls, (tv, tg, tj, tw, tc) = jax.lax.while_loop(
+                ls_cond, ls_body, (jnp.asarray(1.0), 0, evaluate(point(1.0), args))
+            )
+            trial = point(t)
+            gx = jnp.dot(grad, x)
+            # quadratic-model reduction of the (backtracked) step, from the CG quantities
+            pred = -(t * gx + 0.5 * t * t * jnp.where(jnp.isfinite(xax), xax, -gx))
             ok = jnp.isfinite(tv) & jnp.all(jnp.isfinite(tg)) & (tv <= value)
             rho = (value - tv) / jnp.where(pred > 0, pred, jnp.inf)
+            good = ok & (n_ls == 0)
+            lam_new = jnp.where(good & (rho > 0.5), lam * 0.1, jnp.where(good & (rho > 0.1), lam, lam * 10.0))
             pick = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            lam_new = jnp.where(ok & (rho > 0.5), lam * 0.1, jnp.where(ok & (rho > 0.1), lam, lam * 10.0))
             lam_new = jnp.clip(lam_new, LAM_MIN, LAM_MAX)
             dec_new = -jnp.dot(grad, x)
             if DEBUG:
                 jax.debug.print(
-                    "it {} v {:.6f} tv {:.6f} lam {:.1e} rho {:.3f} dec {:.2e} cg {} {}",
-                    *(it, value, tv, lam, rho, dec_new, cg_k, cg_neg),
+                    "it {} v {:.6f} tv {:.6f} lam {:.1e} rho {:.3f} dec {:.2e} cg {} {} ls {}",
+                    *(it, value, tv, lam, rho, dec_new, cg_k, cg_neg, n_ls),
                 )
             finished = (dec_new < tol) & (lam <= 1e-2)
             return (
