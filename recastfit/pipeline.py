@@ -252,8 +252,11 @@ def gather(cfg: Config, manifest: Path, patchset: Path, parts: Sequence[Path], o
     bkg = load_workspace(Path(read_manifest(manifest)["selected"]["workspace"]))
     tasks = _tasks(patchset)
     store = cfg.results_dir / "results.sqlite"
-    last_gather = newest_row(store)  # parts whose record is older ran before the last gather
+    marker = cfg.results_dir / "parts" / ".gathered"  # parts older than it ran before the last gather
+    last_gather = marker.stat().st_mtime if marker.is_file() else 0.0
     _merge(store, [Path(p).with_suffix(".sqlite") for p in parts])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     doc = _export(cfg, store, out, tasks, bkg)
     records = [load_json_file(p) for p in parts if Path(p).stat().st_mtime > last_gather]
     ok = sum(1 for p in doc["points"] if p["status"] == "ok")

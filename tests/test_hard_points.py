@@ -79,9 +79,11 @@ _SYNTHETIC_RUN = textwrap.dedent(
     t0 = time.monotonic()
     results = hypotest_batch(bkg, tasks, FitSettings(engine="fast"),
                              progress=lambda d, t: done.append(d), deadline=t0 + {budget})
+    hwm_kb = lambda: int(  # VmHWM: reset at exec, unlike ru_maxrss (the parent's peak)
+        next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
     print(json.dumps({{
         "wall": time.monotonic() - t0,
-        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss": hwm_kb() * 1024,
         "progress": done,
         "results": [r.to_dict() for r in results],
     }}))

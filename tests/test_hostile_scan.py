@@ -30,7 +30,8 @@ RUN = (
     "rc = main(sys.argv[1:])\n"
     "me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
     "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
-    "print(json.dumps({'rc': rc, 'rss': max(me.ru_maxrss, kids.ru_maxrss), 'cpu': cpu}))\n"
+    "hwm = int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))\n"
+    "print(json.dumps({'rc': rc, 'rss': hwm, 'cpu': cpu}))\n"  # VmHWM: ru_maxrss keeps the parent's peak
 )
 COLS = "{y1: [SRA, 0], y2: [SRB, 0]}"
 

@@ -92,7 +92,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
     s = scan_table(sys.argv[1], sys.argv[2], parameters=["m1", "m2", "tanb"], batch_size=20000)
     plot_scan_summary(s, sys.argv[3], formats=("png",))
     peak = tracemalloc.get_traced_memory()[1]
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    hwm_kb = lambda: int(  # VmHWM: reset at exec, unlike ru_maxrss (the parent's peak)
+        next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
+    rss = hwm_kb() * 1024
     print(json.dumps({"traced_peak": peak, "maxrss": rss, "n": s.n_points, "excluded": s.n_excluded,
                       "arrow_peak": pa.default_memory_pool().max_memory()}))
 """)

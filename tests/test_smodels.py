@@ -102,7 +102,8 @@ def test_patches_step_reports_zero_efficiencies(tmp_path, capsys) -> None:
     spec = signal_patchset(cfg, {"selected": {"workspace": str(folder / "ws.json")}})
     assert [p["metadata"]["name"] for p in spec["patches"]] == ["TX_100_0", "TX_200_0"]
     assert spec["patches"][1]["patch"][1]["value"]["data"] == [1e-6]  # SRB: outside its one-point map
-    assert "1 (point, region) efficiencies set to 0" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "1 (point, region) efficiencies set to 0" in captured.out + captured.err
 
 
 def test_several_workspaces_pick_by_channels_or_by_key(tmp_path) -> None:

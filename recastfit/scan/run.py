@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recastfit.backends import make_backend
+from recastfit.backends import make_backend as make_executor
 from recastfit.backends.base import Backend, BackendConfig, BkgRef
 from recastfit.errors import ConfigError, InputError
 from recastfit.fileio import load_json_file
@@ -213,7 +213,7 @@ class _Fitter:
 
     def executor(self) -> SharedBackend:
         if self.shared is None:
-            self.shared = SharedBackend(lambda: make_backend(self.backend, self.cores))
+            self.shared = SharedBackend(lambda: make_executor(self.backend, self.cores))
         return self.shared
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ import json as _scan_json
 from recastfit.errors import RecastfitError as _ScanError
 from recastfit.scan.config import parse_scan_config as _parse_scan_config
 
-_SCAN_CONFIG_NAME = CONFIG_NAME
+_SCAN_CONFIG_FILES = [str(f) for f in getattr(workflow, "overwrite_configfiles", None) or []]
+_SCAN_CONFIG_NAME = _SCAN_CONFIG_FILES[-1] if _SCAN_CONFIG_FILES else "config.yaml"
 
 if "scan" in config:
     try:
@@ -63,7 +64,7 @@ else:
     rule scan:
         """Without a `scan:` section there is nothing to scan: say so."""
         log:
-            f"{OUT}/logs/scan.log",
+            "results/logs/scan.log",
         run:
             raise WorkflowError(
                 f"recastfit: {_SCAN_CONFIG_NAME} has no 'scan:' section; "
