@@ -212,9 +212,9 @@ def test_stau_grid_matches_pyhf_reference(stau_dir, xsec_dir):
         assert np.max(np.abs(np.asarray(res.cls_exp) - r["exp"])) < 1e-3, (m1, m2)
     # one compiled structure; 60 points reuse the padded shape of 59 (no recompilation)
     (runner,) = _RUNNERS.values()
-    compiled = runner._points._cache_size()
+    compiled = [f._cache_size() for f in runner._points.values()]
     hypotest_batch(bkg, tasks + tasks[:1], FAST)
-    assert runner._points._cache_size() == compiled
+    assert [f._cache_size() for f in runner._points.values()] == compiled
 
 
 def test_demo_grid_matches_pyhf():

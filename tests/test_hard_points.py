@@ -52,7 +52,7 @@ def test_stau_hard_points_agree_with_pyhf(stau_dir):
         ws = pyhf.Workspace(bkg)
         for task, res in zip(tasks, results, strict=True):
             assert res.ok and res.engine == "fast", (task.name, res.reason)
-            assert res.diagnostics["retries"] == 0, task.name
+            assert res.diagnostics["retries"] <= 1, task.name  # Gauss-Newton pass, then Newton-CG
             model = ws.model(patches=[task.patch])
             obs, exp = pyhf.infer.hypotest(
                 1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True
@@ -105,7 +105,7 @@ def test_synthetic_44bin_large_signals_finish_within_budget_and_memory():
     assert out["progress"] and out["progress"][-1] == 4 and out["progress"] == sorted(out["progress"])
     for r in out["results"]:
         assert r["status"] == "ok" and r["engine"] == "fast", (r["name"], r["reason"])
-        assert r["diagnostics"]["retries"] <= 1, r["name"]  # a straggler is redone once, compacted
+        assert r["diagnostics"]["retries"] <= 2, r["name"]  # Gauss-Newton, Newton-CG, one more start
         assert all(f["converged"] for f in r["diagnostics"]["fits"].values())
         assert 0.0 <= r["cls_obs"] <= 1.0
     # the hard fit (mu = 1 on the data) is a true minimum: L-BFGS-B on the exact numpy likelihood

@@ -180,7 +180,7 @@ def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray, counter=None,
                 break
             idx = todo[lo:hi]
             m = len(idx)
-            size = _size(runner, "points", m)
+            size = _size(runner, f"points-{start > 0}", m)
             out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
             if best is None:
                 best = _empty_like(out, n)

@@ -9,6 +9,7 @@ minimum is the parameter point that generated the data (saturated likelihood).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +33,13 @@ __all__ = ["Runner", "PointFits", "FIT_NAMES", "STARTS"]
 configure()
 
 FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
-STARTS = 3  # start-point strategies tried in order (0 = warm starts; 1, 2 = retries)
+# strategies tried in order: 0 = Gauss-Newton from warm starts (ordinary points finish here);
+# 1 = Newton-CG from the same starts, 2, 3 = Newton-CG from other starts (retries)
+STARTS = 4
 # iteration budget per strategy, in units of max_iter: the first pass is short so that a few slow
 # points do not hold up a whole batch (all points iterate until the slowest stops); the few
 # stragglers are redone, compacted into small batches, from other starting points
-RETRY_BUDGET = (1, 3, 3)
+RETRY_BUDGET = (1, 3, 3, 3)
 
 
 @dataclass
@@ -103,7 +106,10 @@ class Runner:
         self._max_iter = max_iter
         # the strategy is data, not a static argument: one compiled program per batch size serves all
         self._bkg = jax.jit(jax.vmap(self._bkg_fit, in_axes=(None, 0, None)))
-        self._points = jax.jit(jax.vmap(self._point_fits, in_axes=(None, 0, 0, None)))
+        self._points = {
+            nt: jax.jit(jax.vmap(partial(self._point_fits, newton=nt), in_axes=(None, 0, 0, None)))
+            for nt in (False, True)
+        }
         self.compiled: set[tuple[str, int]] = set()  # (function, batch size) already compiled
 
     # -- likelihood of one point ------------------------------------------------------------
@@ -143,10 +149,17 @@ class Runner:
 
         return rates, evaluate
 
-    def _minimizer(self, arr, evaluate, start):
+    def _minimizer(self, arr, evaluate, start, newton: bool = True):
         budget = jnp.asarray(RETRY_BUDGET)[start] * self._max_iter
         return make_minimizer(
-            evaluate, arr["lo"], arr["hi"], arr["cidx"], arr["uidx"], arr["mult"], max_iter=budget
+            evaluate,
+            arr["lo"],
+            arr["hi"],
+            arr["cidx"],
+            arr["uidx"],
+            arr["mult"],
+            max_iter=budget,
+            newton=newton,
         )
 
     def _bkg_fit(self, arr, leaves, start: int):
@@ -154,18 +167,19 @@ class Runner:
         _, evaluate = self._evaluator(arr, groups, sigma, tau)
         minimize = self._minimizer(arr, evaluate, start)
         init = arr["init"]
-        theta0 = jnp.stack([init, 0.5 * (init + arr["lo"]), 0.5 * (init + arr["hi"])])[start]
+        theta0 = jnp.stack([init, 0.5 * (init + arr["lo"]), 0.5 * (init + arr["hi"])])[jnp.minimum(start, 2)]
         theta0 = jnp.where(arr["free_cond"] > 0, theta0, init).at[self.dense.poi].set(0.0)
         return minimize(theta0, arr["free_cond"], (obs, aux))
 
-    def _point_fits(self, arr, leaves, theta_bkg, start: int):
+    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
         dm = self.dense
         poi, mu = dm.poi, self.mu_test
         groups, sigma, tau, obs, aux = self._prepare(arr, leaves)
         rates, evaluate = self._evaluator(arr, groups, sigma, tau)
-        minimize = self._minimizer(arr, evaluate, start)
+        minimize = self._minimizer(arr, evaluate, start, newton)
         init = arr["init"]
         pois = arr["pois"] > 0
+        starts_set = jnp.maximum(start - 1, 0)  # strategies 0 and 1 share the warm starts
         # Asimov data from the mu=0 fit: main data = expected rates, aux = expected aux
         n_a, _ = rates(theta_bkg)
         aux_a = jnp.where(pois, theta_bkg * tau, theta_bkg)
@@ -180,8 +194,8 @@ class Runner:
                 jnp.stack([init, init, init]),
                 jnp.stack([theta_bkg, mid, mid]),
             ]
-        )[start]
-        s_free = base[0].at[poi].set(jnp.where(start == 2, 0.0, init[poi]))
+        )[starts_set]
+        s_free = base[0].at[poi].set(jnp.where(starts_set == 2, 0.0, init[poi]))
         starts = jnp.stack([s_free, base[1].at[poi].set(mu), base[2].at[poi].set(mu)])
         masks = jnp.stack([arr["free"], arr["free_cond"], arr["free_cond"]])
         main = jnp.stack([obs, obs, n_a])
@@ -207,6 +221,7 @@ class Runner:
 
     def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray, start: int = 0) -> PointFits:
         """Three fits per row of ``leaves`` ([N, L]) given the mu=0 fits ``theta_bkg`` ([N, P])."""
-        self.compiled.add(("points", len(leaves)))
-        out = self._points(self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
+        newton = start > 0
+        self.compiled.add((f"points-{newton}", len(leaves)))
+        out = self._points[newton](self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
         return PointFits(*(np.asarray(o) for o in out))

@@ -135,6 +135,7 @@ def make_minimizer(
     tol: float = 1e-8,
     accept: float = 1e-4,
     cg_iter: int = 12,
+    newton: bool = True,
 ) -> Callable:
     """Return ``minimize(theta0, free, args) -> FitOut``.
 
@@ -144,7 +145,9 @@ def make_minimizer(
     (normfactor, lumi, staterror, shapesys, shapefactor with lower bound >= 0). Iterations stop
     when the Newton decrement falls
     below ``tol`` (twice-NLL units); the fit counts as converged when the Gauss-Newton
-    decrement at the end is below ``accept``. ``max_iter`` may be a traced integer.
+    decrement at the end is below ``accept``. ``max_iter`` may be a traced integer. With
+    ``newton=False`` the steps are plain (damped) Gauss-Newton: no Hessian-vector products,
+    cheapest where the model is close to the data (ordinary points).
     """
 
     def active_free(theta, grad, free):
@@ -170,7 +173,10 @@ def make_minimizer(
                 v = v * fr
                 return (hvp(v) + lam * dscale * v) * fr
 
-            x, xax, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
+            if newton:
+                x, xax, cg_k, cg_neg = _pcg(apply_a, solve_m, -grad * fr, cg_iter)
+            else:
+                x, xax, cg_k, cg_neg = solve_m(-grad * fr), jnp.nan, 0, False
             # multiplicative factors shrink at most 8x per step (unless already small): a step
             # that overshoots to ~0 would leave a -n log(factor) term that Newton only doubles away
             floor = jnp.where((mult > 0) & (theta > SHRINK_MIN), jnp.maximum(lo, theta / SHRINK), lo)
