@@ -542,6 +542,55 @@ def figure_from_results(
     return plot_contours(arrays, contour_set, reference_lines=ref, **kwargs)
 
 
+def lines_from_results(
+    results_json: str | Path | Mapping[str, Any], opts: ContourOptions
+) -> tuple[dict[str, np.ndarray], ContourSet]:
+    """The results' arrays and their CLs = ``opts.level`` lines (interpolated as ``opts`` says)."""
+    data, source = load_results(results_json)
+    arrays = results_arrays(data, source)
+    cs = contours_from_results(
+        data,
+        mirror=opts.mirror,
+        level=opts.level,
+        method=opts.method,
+        resolution=opts.resolution,
+        source=source,
+    )
+    return arrays, cs
+
+
+def draw_figure(
+    arrays: dict[str, np.ndarray],
+    cs: ContourSet,
+    opts: ContourOptions,
+    *,
+    png: str | Path | None = None,
+    pdf: str | Path | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> None:
+    """The contour figure as ``opts`` describes it (reference line, style, bands, text)."""
+    from recastfit.plot import plot_contours
+
+    plot_contours(
+        arrays,
+        cs,
+        png=png,
+        pdf=pdf,
+        reference_lines=read_contour_lines(opts.reference) if opts.reference else None,
+        reference_label=opts.reference_label,
+        title=opts.title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        color_by=opts.color_by,
+        style=opts.style,
+        show_band2=opts.band2,
+        sqrts=opts.sqrts,
+        lumi=opts.lumi,
+        label=opts.label,
+    )
+
+
 def draw_contour_files(
     results_json: str | Path,
     out_dir: str | Path,
@@ -564,16 +613,7 @@ def draw_contour_files(
 
     opts = options or ContourOptions()
     out_dir = Path(out_dir)
-    data, source = load_results(results_json)
-    arrays = results_arrays(data, source)
-    cs = contours_from_results(
-        data,
-        mirror=opts.mirror,
-        level=opts.level,
-        method=opts.method,
-        resolution=opts.resolution,
-        source=source,
-    )
+    arrays, cs = lines_from_results(results_json, opts)
     record = hepdata_reference(hepdata_record)
     meta = {
         "hepdata_record": record,
@@ -587,24 +627,7 @@ def draw_contour_files(
     out["yaml"] = cs.to_yaml(out_dir / "contour.yaml", arrays, opts, hepdata_record=record)
     resources: list[tuple[str, Path]] = []
     if figure:
-        ref = read_contour_lines(opts.reference) if opts.reference else None
-        from recastfit.plot import plot_contours
-
-        plot_contours(
-            arrays,
-            cs,
-            png=out_dir / "contour.png",
-            pdf=out_dir / "contour.pdf",
-            reference_lines=ref,
-            reference_label=opts.reference_label,
-            title=opts.title,
-            color_by=opts.color_by,
-            style=opts.style,
-            show_band2=opts.band2,
-            sqrts=opts.sqrts,
-            lumi=opts.lumi,
-            label=opts.label,
-        )
+        draw_figure(arrays, cs, opts, png=out_dir / "contour.png", pdf=out_dir / "contour.pdf")
         out["png"], out["pdf"] = out_dir / "contour.png", out_dir / "contour.pdf"
         resources.append(("Exclusion contours (figure)", out["png"]))
     out["hepdata"] = write_submission_folder(

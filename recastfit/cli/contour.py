@@ -152,13 +152,7 @@ def _overlay(args: argparse.Namespace, opts) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recastfit.contour import (
-        contours_from_results,
-        draw_contour_files,
-        load_results,
-        read_contour_lines,
-        results_arrays,
-    )
+    from recastfit.contour import draw_contour_files, draw_figure, lines_from_results
     from recastfit.errors import InputError
 
     opts = options_from_args(args)
@@ -181,41 +175,14 @@ def run(args: argparse.Namespace) -> int:
         )
     from recastfit.submission import hepdata_reference
 
-    data, source = load_results(args.results)
-    arrays = results_arrays(data, source)
-    cs = contours_from_results(
-        data,
-        mirror=opts.mirror,
-        level=opts.level,
-        method=opts.method,
-        resolution=opts.resolution,
-        source=source,
-    )
+    arrays, cs = lines_from_results(args.results, opts)
     record = hepdata_reference(args.hepdata_record)
     if args.json:
         cs.to_json(args.json, hepdata_record=record)
     if args.yaml:
         cs.to_yaml(args.yaml, arrays, opts, hepdata_record=record)
     if args.png or args.pdf:
-        from recastfit.plot import plot_contours
-
-        plot_contours(
-            arrays,
-            cs,
-            png=args.png,
-            pdf=args.pdf,
-            reference_lines=read_contour_lines(opts.reference) if opts.reference else None,
-            reference_label=opts.reference_label,
-            title=opts.title,
-            xlabel=args.xlabel,
-            ylabel=args.ylabel,
-            color_by=opts.color_by,
-            style=opts.style,
-            show_band2=opts.band2,
-            sqrts=opts.sqrts,
-            lumi=opts.lumi,
-            label=opts.label,
-        )
+        draw_figure(arrays, cs, opts, png=args.png, pdf=args.pdf, xlabel=args.xlabel, ylabel=args.ylabel)
     if args.hepdata:
         from recastfit.submission import write_submission_folder
 
