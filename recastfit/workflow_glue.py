@@ -22,6 +22,7 @@ from recastfit.fileio import load_yaml_file, write_json_atomic
 from recastfit.pipeline import newest_row
 
 __all__ = [
+    "CONFIG_NAME_KEY",
     "load_workflow_config",
     "job_config",
     "run_step",
@@ -41,6 +42,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+CONFIG_NAME_KEY = "_recastfit_config_file"  # set by workflows/rules/common.smk, read by jobs
 
 
 def load_workflow_config(
@@ -124,17 +128,18 @@ def _dispatch(rule: str, smk: Any, cfg: Config, quiet: bool) -> str:
 def run_step(smk: Any) -> None:
     """Entry point of ``workflows/scripts/step.py``: run the job's step, log it, exit 1 on a named error."""
     log = Path(smk.log[0]) if len(smk.log) else None
-    quiet = bool(smk.config.get("quiet")) or bool(os.environ.get("RECASTFIT_QUIET"))
-    name = str(smk.params.config_name)
+    config = dict(smk.config)
+    name = str(config.pop(CONFIG_NAME_KEY, "config.yaml"))
+    quiet = bool(config.get("quiet")) or bool(os.environ.get("RECASTFIT_QUIET"))
     try:
         if smk.rule == "overlay":
             from recastfit import pipeline
 
-            run = parse_run(dict(smk.config), name, base_dir=Path.cwd())
+            run = parse_run(config, name, base_dir=Path.cwd())
             message = pipeline.overlay_step(run, [Path(p) for p in smk.input], Path(smk.output[0]))
         else:
             analysis = smk.wildcards.get("analysis") or getattr(smk.params, "analysis", None)
-            cfg = job_config(smk.config, name, analysis)
+            cfg = job_config(config, name, analysis)
             message = _dispatch(smk.rule, smk, cfg, quiet)
     except RecastfitError as exc:
         _log(log, f"recastfit {smk.rule}: error: {exc}")

@@ -21,6 +21,18 @@ def need_shared(path: Path = SHARED) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_workflow(tmp_path_factory) -> Path:
+    """`recastfit init` + the README's `snakemake --cores 2 contour` (offline demo, 54 pyhf fits), run
+    once per session. Treat it as read-only: tests that change inputs work on
+    `tests.workflow_util.copy_workflow(demo_workflow, tmp_path / "wf")`."""
+    from tests.workflow_util import new_workflow, run_snakemake
+
+    wf = new_workflow(tmp_path_factory.mktemp("demo_workflow"))
+    run_snakemake(wf)
+    return wf
+
+
 @pytest.fixture
 def stau_dir() -> Path:
     return need_shared(STAU_DIR)

@@ -13,7 +13,7 @@ import yaml
 from recastfit.config import load_run
 from recastfit.errors import ConfigError
 from tests.hostile import run_bounded
-from tests.workflow_util import new_workflow, run_snakemake
+from tests.workflow_util import copy_workflow, new_workflow, run_snakemake
 
 BASE = {
     "analysis": "demo",
@@ -116,15 +116,21 @@ def test_list_alias_bomb_is_refused_by_the_workflow(tmp_path) -> None:
     assert not (wf / "results").exists() or not any((wf / "results").rglob("*.json"))
 
 
-def test_shell_syntax_in_values_stays_data(tmp_path) -> None:
+def test_shell_syntax_in_values_stays_data(demo_workflow, tmp_path) -> None:
     """Titles, labels and sources with quotes and $(...) never reach a shell: the run works, no file
-    appears, and `$m_0$` (mathtext) is not a shell variable."""
-    wf = new_workflow(tmp_path)
+    appears, and `$m_0$` (mathtext) is not a shell variable. (A copy of the session's demo run: the
+    changed contour section reruns the contour rule, with the title, in a real snakemake run.)"""
+    wf = copy_workflow(demo_workflow, tmp_path / "wf")
+    before = (wf / "results/demo/contour.png").stat().st_mtime
+    fetched = (wf / "results/demo/pallet.json").stat().st_mtime
     cfg = yaml.safe_load((wf / "workflows/config/config.yaml").read_text())
     cfg["contour"] = {"title": "Stau's limit $(touch pwned-title) at $m_0$", "label": "`touch pwned-label`"}
     run_snakemake(wf, config=cfg)
     assert not (wf / "pwned-title").exists() and not (wf / "pwned-label").exists()
-    assert (wf / "results/demo/contour.png").stat().st_size > 10_000
+    png = wf / "results/demo/contour.png"
+    assert png.stat().st_mtime > before and png.stat().st_size > 10_000
+    # another config file with the same pallet section: nothing upstream of the contour reruns
+    assert (wf / "results/demo/pallet.json").stat().st_mtime == fetched
     bad = dict(cfg, pallet={"source": "ins1755298'$(touch pwned-source)", "offline": True})
     proc = run_snakemake(wf, config=bad, ok=False)
     assert proc.returncode != 0 and not (wf / "pwned-source").exists()

@@ -15,6 +15,7 @@ import pytest
 from recastfit import demo
 from recastfit.cli.init import init_workflow
 from recastfit.signals import read_yields_file, write_yields_file
+from tests.workflow_util import copy_workflow
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -26,11 +27,9 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("wf")
-    init_workflow(workdir)
-    snakemake(workdir)
-    return workdir
+def demo_run(demo_workflow, tmp_path_factory) -> Path:
+    """A copy of the session's demo run (conftest.demo_workflow): the last test here adds points to it."""
+    return copy_workflow(demo_workflow, tmp_path_factory.mktemp("wf") / "wf")
 
 
 def test_init_writes_a_workflow_folder(demo_run) -> None:

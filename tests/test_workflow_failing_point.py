@@ -8,22 +8,24 @@ import json
 import os
 import time
 
-from recastfit import demo
-from tests.workflow_util import new_workflow, run_snakemake
+from tests.workflow_util import copy_workflow, run_snakemake
 
 
-def test_failing_point_is_a_result_and_outputs_are_never_stale(tmp_path) -> None:
-    wf = new_workflow(tmp_path)
-    paths = demo.write_demo(wf / "demo")
-    data = json.loads(paths["yields"].read_text())
+def test_failing_point_is_a_result_and_outputs_are_never_stale(demo_workflow, tmp_path) -> None:
+    """Starts from a copy of the session's demo run: only the changed point is fitted again."""
+    wf = copy_workflow(demo_workflow, tmp_path / "wf")
+    yields = wf / "demo" / "signal_yields.json"
+    data = json.loads(yields.read_text())
     bad = next(p for p in data["points"] if p["name"] == "demo_900_800")
     bad["channels"]["SRA"]["yields"] = [1e12] * 4  # accepted as input (finite, <= 1e15); the fit raises
-    paths["yields"].write_text(json.dumps(data))
+    yields.write_text(json.dumps(data))
     cfg = (wf / "workflows/config/config.yaml").read_text().replace("demo: demo ", "demo: null ")
     (wf / "mine.yaml").write_text(cfg)
 
     run_snakemake(wf, "--configfile", "mine.yaml")
     out = wf / "results" / "demo"
+    log = (out / "logs" / "gather.log").read_text().splitlines()[-1]
+    assert "54 points: 53 ok, 1 failed; 1 fitted now, 53 from the store" in log, log
     res = {p["name"]: p for p in json.loads((out / "results.json").read_text())["points"]}
     assert len(res) == 54
     failed = [n for n, p in res.items() if p["status"] == "failed"]

@@ -12,9 +12,9 @@ def _results(wf) -> dict[str, dict]:
     return {p["name"]: p for p in doc["points"]}
 
 
-def test_four_jobs_equal_one_job(tmp_path) -> None:
-    one = new_workflow(tmp_path / "one")
-    run_snakemake(one)
+def test_four_jobs_equal_one_job(demo_workflow, tmp_path) -> None:
+    """A fresh 4-job run (every point fitted again) against the session's one-job demo run."""
+    one = demo_workflow
     four = new_workflow(tmp_path / "four")
     base = (four / "workflows" / "config" / "config.yaml").read_text()
     (four / "four.yaml").write_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from recastfit.cli.init import init_workflow
 
-__all__ = ["new_workflow", "run_snakemake", "SNAKEMAKE"]
+__all__ = ["new_workflow", "copy_workflow", "run_snakemake", "SNAKEMAKE"]
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -21,6 +22,16 @@ def new_workflow(path: Path) -> Path:
     """A folder as `recastfit init` writes it (Snakefile, workflows/, specs/, profiles link)."""
     init_workflow(path)
     return path
+
+
+def copy_workflow(src: Path, dst: Path) -> Path:
+    """A copy of a workflow folder that already ran (results, store, `.snakemake` records, times kept).
+
+    Snakemake sees the copy as up to date, so a test that changes one input reruns only what that
+    input feeds: the shared demo run costs one real run per session instead of one per test.
+    """
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
 
 
 def run_snakemake(

@@ -6,7 +6,7 @@ from pathlib import Path
 from recastfit.config import Config, RunConfig
 from recastfit.errors import RecastfitError
 from recastfit.signals.sources import recast_points as _recast_points
-from recastfit.workflow_glue import clear_stale_lock, drop_outgrown_results, load_workflow_config
+from recastfit.workflow_glue import CONFIG_NAME_KEY, clear_stale_lock, drop_outgrown_results, load_workflow_config
 
 try:
     RUN, CONFIG_NAME = load_workflow_config(
@@ -16,6 +16,9 @@ try:
     )
 except RecastfitError as _err:
     raise WorkflowError(f"recastfit: invalid configuration: {_err}") from None
+# jobs name the user's file in their messages; passed in the config, not as a param, so that running
+# the same settings from another file (a copy, --configfile) reruns nothing
+config[CONFIG_NAME_KEY] = CONFIG_NAME
 
 if isinstance(RUN, RunConfig):
     CFGS = RUN.by_name()

@@ -13,7 +13,6 @@ rule draw_contour:
         pdf=f"{A}/contour.pdf",
         submission=f"{A}/hepdata/submission.yaml",
     params:
-        config_name=CONFIG_NAME,
         contour=section("contour"),
     log:
         f"{A}/logs/contour.log",
@@ -31,8 +30,6 @@ rule overlay:
         [f"{OUT}/{name}/contour.json" for name in CFGS],
     output:
         report(f"{OUT}/overlay.png", caption="../report/overlay.rst", category="Contours"),
-    params:
-        config_name=CONFIG_NAME,
     log:
         f"{OUT}/logs/overlay.log",
     conda:

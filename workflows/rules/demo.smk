@@ -13,7 +13,6 @@ if DEMO:
             points=f"{DEMO[0]}/points.json",
         params:
             folder=lambda wc, output: str(Path(output.grid).parent),
-            config_name=CONFIG_NAME,
             analysis=lambda wc: DEMO_ANALYSIS[0],
         log:
             f"{OUT}/logs/demo.log",

@@ -10,7 +10,6 @@ rule fetch:
         manifest=f"{A}/pallet.json",
     params:
         dest=lambda wc: f"{OUT}/{wc.analysis}/pallet",
-        config_name=CONFIG_NAME,
         pallet=section("pallet"),
     log:
         f"{A}/logs/fetch.log",

@@ -14,7 +14,6 @@ rule fit_part:
     wildcard_constraints:
         part=r"\d+-of-\d+",
     params:
-        config_name=CONFIG_NAME,
         fit=section("fit"),
         backend=section("backend"),
     threads: lambda wc: CFGS[wc.analysis].run.threads
@@ -39,8 +38,6 @@ rule gather:
         parts=fit_parts,
     output:
         f"{A}/results.json",
-    params:
-        config_name=CONFIG_NAME,
     log:
         f"{A}/logs/gather.log",
     conda:

@@ -9,7 +9,6 @@ rule patches:
     output:
         f"{A}/signal_patchset.json",
     params:
-        config_name=CONFIG_NAME,
         signal=section("signal"),
         grid=section("grid"),
     log:

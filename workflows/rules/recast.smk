@@ -12,7 +12,6 @@ if RECAST:
         wildcard_constraints:
             point="|".join(re.escape(p) for pts in RECAST.values() for p in pts),
         params:
-            config_name=CONFIG_NAME,
             signal=section("signal"),
             workdir=lambda wc: f"{OUT}/{wc.analysis}/recast/{wc.point}",
         log:
