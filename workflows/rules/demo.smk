@@ -4,6 +4,9 @@ DEMO_ANALYSIS = [name for name, c in CFGS.items() if c.demo]
 
 if DEMO:
 
+    localrules:
+        demo,
+
     rule demo:
         """Write the demo background workspace, signal yields and grid."""
         output:
