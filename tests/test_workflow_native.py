@@ -12,12 +12,13 @@ import zipfile
 import pytest
 
 from recastfit import demo
-from tests.workflow_util import SNAKEMAKE, new_workflow, run_snakemake
+from tests.workflow_util import SNAKEMAKE, copy_workflow, run_snakemake
 
 
 @pytest.fixture(scope="module")
-def wf(tmp_path_factory):
-    return new_workflow(tmp_path_factory.mktemp("native"))
+def wf(demo_workflow, tmp_path_factory):
+    """A copy of the session's demo run: the two-analysis run below fits only the second analysis."""
+    return copy_workflow(demo_workflow, tmp_path_factory.mktemp("native") / "wf")
 
 
 def test_lint_is_clean(wf) -> None:
@@ -64,7 +65,10 @@ def test_two_analyses_one_run_with_overlay_and_report(wf) -> None:
         .replace("path: demo/signal_yields.json", "path: demo2/signal_yields.json")
     )
     (wf / "run.yaml").write_text("analyses: [a.yaml, b.yaml]\noverlay: {title: demo vs small}\n")
+    demo_json = (wf / "results" / "demo" / "results.json").stat().st_mtime
     run_snakemake(wf, "--configfile", "run.yaml")
+    # the first analysis has the settings of the run already in the folder: nothing of it reruns
+    assert (wf / "results" / "demo" / "results.json").stat().st_mtime == demo_json
     for name, n in (("demo", 54), ("demo-small", 6)):
         res = json.loads((wf / "results" / name / "results.json").read_text())
         assert len(res["points"]) == n and all(p["status"] == "ok" for p in res["points"]), name
