@@ -45,13 +45,13 @@ def fetch_step(cfg: Config, dest: Path, manifest: Path) -> dict[str, Any]:
     from recastfit.manifest import write_manifest
 
     spec = cfg.pallet_spec
-    options = FetchOptions(offline=spec.offline, quiet=cfg.quiet)
-    if spec.cache_dir:
-        options.cache_dir = spec.cache_dir
-    if spec.hepdata_url:
-        options.hepdata_url = spec.hepdata_url.rstrip("/")
-    if spec.doi_url:
-        options.doi_url = spec.doi_url.rstrip("/")
+    options = FetchOptions.from_settings(
+        offline=spec.offline,
+        quiet=cfg.quiet,
+        cache_dir=spec.cache_dir,
+        hepdata_url=spec.hepdata_url,
+        doi_url=spec.doi_url,
+    )
     folder = fetch_pallet(spec.source, Path(dest), resource=spec.resource, options=options)
     written = write_manifest(Path(manifest), spec.source, folder, spec.analysis)
     if spec.sha256 and written.get("sha256") != spec.sha256:

@@ -15,6 +15,9 @@ from recastfit.errors import ConfigError
 from tests.hostile import run_bounded
 from tests.workflow_util import copy_workflow, new_workflow, run_snakemake
 
+# the session's demo run (conftest.demo_workflow) is made once per pytest worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("demo_workflow")
+
 BASE = {
     "analysis": "demo",
     "pallet": {"source": "demo/pallet"},

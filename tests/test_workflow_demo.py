@@ -17,6 +17,9 @@ from recastfit.cli.init import init_workflow
 from recastfit.signals import read_yields_file, write_yields_file
 from tests.workflow_util import copy_workflow
 
+# the session's demo run (conftest.demo_workflow) is made once per pytest worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("demo_workflow")
+
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RECASTFIT_QUIET": "1"}

@@ -8,7 +8,12 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.workflow_util import copy_workflow, run_snakemake
+
+# the session's demo run (conftest.demo_workflow) is made once per pytest worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("demo_workflow")
 
 
 def test_failing_point_is_a_result_and_outputs_are_never_stale(demo_workflow, tmp_path) -> None:

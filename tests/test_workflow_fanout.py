@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.workflow_util import new_workflow, run_snakemake
+
+# the session's demo run (conftest.demo_workflow) is made once per pytest worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("demo_workflow")
 
 
 def _results(wf) -> dict[str, dict]:

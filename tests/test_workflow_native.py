@@ -14,6 +14,9 @@ import pytest
 from recastfit import demo
 from tests.workflow_util import SNAKEMAKE, copy_workflow, run_snakemake
 
+# the session's demo run (conftest.demo_workflow) is made once per pytest worker: keep its users on one
+pytestmark = pytest.mark.xdist_group("demo_workflow")
+
 
 @pytest.fixture(scope="module")
 def wf(demo_workflow, tmp_path_factory):

@@ -21,19 +21,17 @@ __all__ = ["register", "run"]
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:  # pyhf logs every schema validation at INFO
         logging.getLogger("pyhf").setLevel(logging.WARNING)
-    options = FetchOptions(offline=args.offline, quiet=args.quiet, refresh=args.refresh)
-    if args.cache_dir:
-        options.cache_dir = args.cache_dir
-    if args.hepdata_url:
-        options.hepdata_url = args.hepdata_url.rstrip("/")
-    if args.doi_url:
-        options.doi_url = args.doi_url.rstrip("/")
-    if args.timeout is not None:
-        options.timeout = args.timeout
-    if args.retries is not None:
-        options.retries = args.retries
-    if args.max_unpacked_bytes is not None:
-        options.max_unpacked_bytes = args.max_unpacked_bytes
+    options = FetchOptions.from_settings(
+        offline=args.offline,
+        quiet=args.quiet,
+        refresh=args.refresh,
+        cache_dir=args.cache_dir,
+        hepdata_url=args.hepdata_url,
+        doi_url=args.doi_url,
+        timeout=args.timeout,
+        retries=args.retries,
+        max_unpacked_bytes=args.max_unpacked_bytes,
+    )
     folder = fetch_pallet(args.source, Path(args.dest), resource=args.resource, options=options)
     if args.manifest:
         try:

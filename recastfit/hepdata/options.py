@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["FetchOptions", "DEFAULT_HEPDATA_URL", "DEFAULT_DOI_URL"]
 
@@ -48,3 +49,13 @@ class FetchOptions:
             raise ValueError("FetchOptions.retries must be >= 0")
         if self.timeout <= 0:
             raise ValueError("FetchOptions.timeout must be > 0")
+
+    @classmethod
+    def from_settings(cls, **settings: Any) -> FetchOptions:
+        """Options from config keys or CLI flags, where None or "" means "keep the default".
+
+        >>> opts = FetchOptions.from_settings(offline=True, hepdata_url="http://h:8000/", cache_dir=None)
+        >>> (opts.offline, opts.hepdata_url, opts.cache_dir)
+        (True, 'http://h:8000', None)
+        """
+        return cls(**{k: v for k, v in settings.items() if v is not None and v != ""})

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from recastfit.errors import FetchError
 from recastfit.hepdata.redact import redact_text, redact_url
 
-__all__ = ["Source", "parse_source", "HEPDATA_DOI_PREFIX"]
+__all__ = ["Source", "parse_source", "local_source_path", "HEPDATA_DOI_PREFIX"]
 
 HEPDATA_DOI_PREFIX = "10.17182/hepdata."
 
@@ -130,6 +130,32 @@ def _from_url(text: str, resource: str | None, doi_url: str | None) -> Source:
             return Source("record", text, inspire_id=ins, version=version, resource=resource, url=text)
         return Source("record", text, recid=int(ident), version=version, resource=resource, url=text)
     return Source("url", text, url=text, resource=resource)
+
+
+def local_source_path(text: str) -> Path | None:
+    """The local path a SOURCE names, whether or not it exists yet; None for a remote source.
+
+    Same precedence as :func:`parse_source` (an existing path wins; ``file://`` URLs are unquoted),
+    for callers that must classify a source before it exists, e.g. a workflow input that an earlier
+    rule writes.
+
+    >>> local_source_path("file:///data/my%20pallet")
+    PosixPath('/data/my pallet')
+    >>> [local_source_path(s) for s in ("ins1755298", "doi:10.17182/hepdata.1.v1/r2", "https://x.org/a.tgz")]
+    [None, None, None]
+    >>> local_source_path("demo/pallet")
+    PosixPath('demo/pallet')
+    """
+    text = str(text).strip()
+    if text.lower().startswith("file://"):
+        return Path(unquote(urlsplit(text).path))
+    if "://" in text:
+        return None
+    local = Path(text).expanduser()
+    if local.exists():
+        return local
+    remote = _DOI_URL_RE.match(text) or text.lower().startswith(("10.", "doi:", "ins"))
+    return None if remote else local
 
 
 def parse_source(text: str, *, resource: str | None = None, doi_url: str | None = None) -> Source:

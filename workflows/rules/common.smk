@@ -5,6 +5,7 @@ from pathlib import Path
 
 from recastfit.config import Config, RunConfig
 from recastfit.errors import RecastfitError
+from recastfit.hepdata.sources import local_source_path
 from recastfit.signals.sources import recast_points as _recast_points
 from recastfit.workflow_glue import CONFIG_NAME_KEY, clear_stale_lock, drop_outgrown_results, load_workflow_config
 
@@ -45,17 +46,10 @@ def section(name: str):
     return lambda wc: json.dumps(CFGS[wc.analysis].raw.get(name), sort_keys=True)
 
 
-def is_local(source: str) -> bool:
-    """A pallet or signal source on this machine (not a URL, DOI or HEPData record)."""
-    if source.startswith("file://"):
-        return True
-    if "://" in source or source.startswith(("10.", "ins", "doi:")):
-        return Path(source).exists()
-    return True
-
-
-def local_path(source: str) -> str:
-    return source.removeprefix("file://")
+def local_inputs(*sources: str) -> list[str]:
+    """The local paths among pallet/signal sources (URLs, DOIs and HEPData records are not inputs)."""
+    paths = (local_source_path(s) for s in sources if "{" not in s)
+    return [str(p) for p in paths if p is not None]
 
 
 def all_contours() -> list[str]:
@@ -79,8 +73,7 @@ except RecastfitError as _err:
 
 
 def fetch_inputs(wc):
-    source = CFGS[wc.analysis].pallet_spec.source
-    return [local_path(source)] if is_local(source) else []
+    return local_inputs(CFGS[wc.analysis].pallet_spec.source)
 
 
 def signal_inputs(wc):
@@ -88,8 +81,7 @@ def signal_inputs(wc):
     if cfg.signal["type"] == "recast":
         return recast_yields(wc.analysis)
     # every local file the source reads (yields file, efficiency-map folder, cross sections, ...)
-    paths = [str(cfg.signal[k]) for k in ("path", "xsec", "slha") if cfg.signal.get(k)]
-    return [local_path(p) for p in paths if is_local(p) and "{" not in p]
+    return local_inputs(*(str(cfg.signal[k]) for k in ("path", "xsec", "slha") if cfg.signal.get(k)))
 
 
 def fit_parts(wc):
