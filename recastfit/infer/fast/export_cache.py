@@ -179,6 +179,11 @@ class CachedProgram:
             call = self._calls[spec] = self._prepare(spec, jax.tree_util.tree_unflatten(tree, flat))
         return call(*jax.tree_util.tree_unflatten(tree, flat))
 
+    def _cache_size(self) -> int:
+        """Programs compiled so far (one per argument spec), like ``jax.jit(...)._cache_size()``."""
+        unique = {id(c): c for c in self._calls.values()}.values()
+        return sum(c._cache_size() if hasattr(c, "_cache_size") else 1 for c in unique)
+
     def path(self, spec) -> tuple[Path, str]:
         """(file, key) of the program for one argument spec."""
         key = hashlib.sha256(f"{self._base}|{self.name}|{spec[0]}|{spec[1]}".encode()).hexdigest()
