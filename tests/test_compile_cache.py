@@ -72,13 +72,14 @@ def test_second_process_loads_exported_and_compiled_programs(tmp_path):
     env = {**os.environ, "RECASTFIT_JAX_CACHE": str(tmp_path / "jax")}
     cold = _run(env, _POINTS)
     assert cold["cache"] == str(tmp_path / "jax")
-    exported = sorted(p.name.split("-")[0] for p in (tmp_path / "jax" / "exported").iterdir())
-    assert exported == ["bkg", "points"], exported  # the mu=0 fit and the Gauss-Newton pass
-    assert cold["stats"] == {"loaded": 0, "exported": 2, "rejected": 0, "unexportable": 0}
+    exported = {p.name.split("-")[0] for p in (tmp_path / "jax" / "exported").iterdir()}
+    assert {"bkg", "points"} <= exported, exported  # the mu=0 fit and the Gauss-Newton pass at least
+    n = cold["stats"]["exported"]
+    assert n >= 2 and cold["stats"] == {"loaded": 0, "exported": n, "rejected": 0, "unexportable": 0}
     assert len(list((tmp_path / "jax").iterdir())) > 1, "nothing written to the XLA compilation cache"
     hot = _run(env, _POINTS[::-1])
     # nothing traced: both programs loaded, and no file rejected or rewritten
-    assert hot["stats"] == {"loaded": 2, "exported": 0, "rejected": 0, "unexportable": 0}
+    assert hot["stats"] == {"loaded": n, "exported": 0, "rejected": 0, "unexportable": 0}
     assert hot["cls"] == cold["cls"]  # identical numbers, both points
     assert all(v[0] == "ok" for v in hot["cls"].values())
     compile_cold = cold["first"] - cold["warm"]
@@ -133,9 +134,17 @@ def test_corrupt_or_foreign_cache_files_are_ignored(tmp_path):
         "empty": b"",
         "magic only": MAGIC,
         "foreign": foreign.read_bytes(),
+        "fifo": None,  # would block a plain open()
+        "link to /dev/zero": None,  # endless
     }
     for why, data in bad.items():
-        path.write_bytes(data)
+        path.unlink()
+        if why == "fifo":
+            os.mkfifo(path)
+        elif why.startswith("link"):
+            path.symlink_to("/dev/zero")
+        else:
+            path.write_bytes(data)
         before = dict(STATS)
         owner = _program(tmp_path)
         got = owner.program(owner.arrays, np.full(4, 2.0), 1)

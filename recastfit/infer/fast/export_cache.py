@@ -41,6 +41,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"recastfit-exported-v1\n"
 SUBDIR = "exported"
-MAX_FILE_BYTES = 512 * 2**20  # an exported stau program is ~1 MB; larger files are not ours
+MAX_FILE_BYTES = 64 * 2**20  # an exported stau program is ~130 kB; larger files are not ours
 STATS = {"loaded": 0, "exported": 0, "rejected": 0, "unexportable": 0}
 _INFER = Path(__file__).resolve().parents[1]  # recastfit/infer
 
@@ -144,6 +145,21 @@ def _as_array(x: Any) -> Any:
     return np.asarray(x) if isinstance(x, bool | int | float | complex) else x
 
 
+def _read_regular(path: Path) -> bytes:
+    """Bytes of a regular file of at most ``MAX_FILE_BYTES`` (a FIFO or device is refused, unread)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -216,9 +232,7 @@ class CachedProgram:
         import jax
 
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-            raw = path.read_bytes()
+            raw = _read_regular(path)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
