@@ -43,6 +43,7 @@ import logging
 import os
 import stat
 import tempfile
+import types
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
@@ -119,6 +120,8 @@ def _walk(obj: Any, h, seen: dict[int, int]) -> None:
         for f in fields(obj):
             put(f.name.encode() + b"=")
             _walk(getattr(obj, f.name), h, seen)
+    elif isinstance(obj, types.ModuleType):
+        put(obj.__name__.encode())
     elif callable(obj) and hasattr(obj, "__qualname__"):
         put(f"{getattr(obj, '__module__', '')}.{obj.__qualname__}".encode())
     elif hasattr(obj, "__dict__"):
@@ -220,6 +223,7 @@ class CachedProgram:
                 log.warning("fast engine: program %s not exported (%s); tracing it each process", path, exc)
                 return self._jit
             STATS["exported"] += 1
+            log.debug("fast engine: exported program %s", path)
             digest = hashlib.sha256(key.encode() + blob).hexdigest().encode()
             try:
                 _write_atomic(path, MAGIC + digest + b"\n" + blob)
@@ -253,6 +257,7 @@ class CachedProgram:
         except Exception as exc:  # noqa: BLE001 - whatever is in the file, never trust it
             return self._reject(path, f"cannot be deserialized: {exc}")
         STATS["loaded"] += 1
+        log.debug("fast engine: loaded exported program %s", path)
         return exp
 
     @staticmethod
