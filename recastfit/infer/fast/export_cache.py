@@ -213,6 +213,7 @@ class CachedProgram:
 
         path, key = self.path(spec)
         exp = self._load(path, key, spec)
+        loaded = exp is not None
         if exp is None:
             try:
                 blob = bytes(jax.export.export(self._jit)(*args).serialize())
@@ -229,7 +230,14 @@ class CachedProgram:
                 _write_atomic(path, MAGIC + digest + b"\n" + blob)
             except OSError as exc:
                 log.info("fast engine: cannot write %s (%s)", path, exc)
-        return jax.jit(exp.call)
+        try:  # compiled here (XLA cache hit when warm) so that a program that cannot be run is caught
+            return jax.jit(exp.call).lower(*args).compile()
+        except Exception as exc:  # noqa: BLE001 - fall back to tracing, as without a cache
+            if loaded:
+                return self._reject(path, f"cannot be compiled: {exc}") or self._jit
+            STATS["unexportable"] += 1
+            log.warning("fast engine: exported program %s cannot be compiled (%s); tracing it", path, exc)
+            return self._jit
 
     def _load(self, path: Path, key: str, spec):
         """The stored ``Exported`` for ``key``, or None (missing, corrupt, foreign or not matching)."""
