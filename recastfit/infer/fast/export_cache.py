@@ -21,9 +21,11 @@ and dtype; jax and jaxlib versions, the backend, the float64 flag; a hash of the
 Array *values* are not in the key: programs must take every array as an argument (the
 ``Runner`` rule), never bake one in as a constant.
 
-A file that is unreadable, truncated, foreign, stored under another key or that does not match
-the call is ignored (counted in ``STATS["rejected"]``) and the program is traced again and
-rewritten; files are written atomically (temporary file + rename). The cache follows the
+A file that is unreadable, not a regular file, truncated, foreign, stored under another key,
+that does not match the call or cannot be compiled is ignored (counted in ``STATS["rejected"]``)
+and the program is traced again and rewritten; files are written atomically (temporary file +
+rename). The checksum detects damage, not tampering: the folder is trusted as much as the XLA
+cache beside it (which holds native code), i.e. it must be the user's own. The cache follows the
 compilation cache: ``RECASTFIT_JAX_CACHE=DIR`` moves both, ``RECASTFIT_JAX_CACHE=off``
 disables both (programs are then plain ``jax.jit``); delete ``<cache>/exported`` (or the whole
 cache folder) at any time to clear it.
