@@ -105,9 +105,15 @@ class Runner:
         self.chunk = chunk_size(dm.nbins, npar, len(cells.nom), len(dm.ns_par) + len(dm.hs_par))
         self._max_iter = max_iter
         # the strategy is data, not a static argument: one compiled program per batch size serves all
-        self._bkg = jax.jit(jax.vmap(self._bkg_fit, in_axes=(None, 0, None)))
+        # jitted, and exported to / loaded from the compilation cache folder (see export_cache)
+        from recastfit.infer.fast.export_cache import Programs
+
+        programs = Programs(self)
+        self._bkg = programs.jit("bkg", jax.vmap(self._bkg_fit, in_axes=(None, 0, None)))
         self._points = {
-            nt: jax.jit(jax.vmap(partial(self._point_fits, newton=nt), in_axes=(None, 0, 0, None)))
+            nt: programs.jit(
+                f"points-{nt}", jax.vmap(partial(self._point_fits, newton=nt), in_axes=(None, 0, 0, None))
+            )
             for nt in (False, True)
         }
         self.compiled: set[tuple[str, int]] = set()  # (function, batch size) already compiled

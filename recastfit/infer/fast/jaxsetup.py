@@ -11,6 +11,12 @@ reruns) load them instead. The cache folder is
 Entries are keyed by JAX on the program, the JAX/XLA version and the device, so a stale or
 foreign entry is never used; the folder may be deleted at any time.
 
+The subfolder ``exported/`` holds the traced programs themselves (``jax.export``, one file per
+program and batch size, keyed by the model structure, ``mu_test``, argument shapes, the
+jax/jaxlib versions, the backend and a hash of the ``recastfit/infer`` sources), so that a
+later process skips tracing as well as compiling: see :mod:`recastfit.infer.fast.export_cache`.
+Both follow ``RECASTFIT_JAX_CACHE``; to clear them, delete the folder (or ``exported/`` only).
+
 >>> cache_dir({"RECASTFIT_JAX_CACHE": "off"}) is None
 True
 >>> str(cache_dir({"RECASTFIT_JAX_CACHE": "/tmp/x"}))
