@@ -133,6 +133,7 @@ def main() -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--engine", default="fast", choices=["fast", "pyhf"])
     ap.add_argument("--chunk-rows", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, help="points per task (default: the scan's own choice)")
     ap.add_argument("--pyhf-sample", type=int, default=40, help="rows timed with plain pyhf (half hard)")
     ap.add_argument(
         "--kill-at", type=float, help="also: kill -9 at this fraction of rows stored, then resume"
@@ -155,10 +156,11 @@ def main() -> int:
     if not (args.reuse and (work / "yields.parquet").exists()):
         pq.write_table(table, work / "yields.parquet")
     bkg = json.loads((STAU / "BkgOnly.json").read_text())
+    batch = f", batch_size: {args.batch_size}" if args.batch_size else ""
     cols = ", ".join(f"{c}: [{ch}, {b}]" for c, (ch, b) in COLUMNS.items())
     cfg = work / "scan.yaml"
     cfg.write_text(
-        f"output: {work / 'out'}\nfit: {{engine: {args.engine}}}\nbackend: {{name: local}}\n"
+        f"output: {work / 'out'}\nfit: {{engine: {args.engine}}}\nbackend: {{name: local{batch}}}\n"
         f"scan:\n  yields: {work / 'yields.parquet'}\n  parameters: [m1, m2]\n"
         f"  chunk_rows: {args.chunk_rows}\n"
         f"  analyses:\n    staus: {{workspace: {STAU / 'BkgOnly.json'}, columns: {{{cols}}}}}\n"
