@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ SHARED = Path(os.environ.get("RECASTFIT_SHARED", ROOT.parent / "shared"))
 STAU = SHARED / "data" / "pallets" / "ATLAS-SUSY-2018-04-staus"
 COLUMNS = {"y_sr1": ("SR1cut_cuts", 0), "y_sr2": ("SR2cut_cuts", 0)}
 CLI = "from recastfit.cli import main; raise SystemExit(main())"
+CPU_S: list[float] = []  # CPU seconds per scan run (the scan process and the workers it reaped)
 
 
 def _tree_rss(pid: int) -> tuple[int, int]:
@@ -61,8 +63,11 @@ def _tree_rss(pid: int) -> tuple[int, int]:
 def run_scan(
     cfg: Path, cores: int, env: dict[str, str], kill_when: int | None = None, db: Path | None = None
 ):
-    """Run ``recastfit scan``; returns (rc, wall s, peak tree RSS, peak process RSS, stdout, stderr)."""
+    """Run ``recastfit scan``; returns (rc, wall s, peak tree RSS, peak process RSS, stdout, stderr).
+
+    Adds the CPU seconds of the scan and the workers it reaped to ``CPU_S``."""
     cmd = [sys.executable, "-c", CLI, "scan", "--config", str(cfg), "--cores", str(cores)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
@@ -74,8 +79,14 @@ def run_scan(
                 os.kill(proc.pid, signal.SIGKILL)
             time.sleep(0.2)
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        CPU_S.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         out.seek(0), err.seek(0)
         return proc.returncode, wall, peak_sum, peak_one, out.read(), err.read()
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _count(db: Path) -> int:
@@ -122,6 +133,7 @@ def main() -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--engine", default="fast", choices=["fast", "pyhf"])
     ap.add_argument("--chunk-rows", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, help="points per task (default: the scan's own choice)")
     ap.add_argument("--pyhf-sample", type=int, default=40, help="rows timed with plain pyhf (half hard)")
     ap.add_argument(
         "--kill-at", type=float, help="also: kill -9 at this fraction of rows stored, then resume"
@@ -144,10 +156,11 @@ def main() -> int:
     if not (args.reuse and (work / "yields.parquet").exists()):
         pq.write_table(table, work / "yields.parquet")
     bkg = json.loads((STAU / "BkgOnly.json").read_text())
+    batch = f", batch_size: {args.batch_size}" if args.batch_size else ""
     cols = ", ".join(f"{c}: [{ch}, {b}]" for c, (ch, b) in COLUMNS.items())
     cfg = work / "scan.yaml"
     cfg.write_text(
-        f"output: {work / 'out'}\nfit: {{engine: {args.engine}}}\nbackend: {{name: local}}\n"
+        f"output: {work / 'out'}\nfit: {{engine: {args.engine}}}\nbackend: {{name: local{batch}}}\n"
         f"scan:\n  yields: {work / 'yields.parquet'}\n  parameters: [m1, m2]\n"
         f"  chunk_rows: {args.chunk_rows}\n"
         f"  analyses:\n    staus: {{workspace: {STAU / 'BkgOnly.json'}, columns: {{{cols}}}}}\n"
@@ -156,7 +169,7 @@ def main() -> int:
     db = work / "out" / "scan" / "results.sqlite"
     print(
         f"bench_scan: {args.rows} rows ({args.hard_fraction:.0%} with 300x signals), engine {args.engine}, "
-        f"{args.cores} cores, work dir {work}"
+        f"{args.cores} cores, work dir {work}; load average {_load()}"
     )
     saved = work / "bench.json"
     if args.reuse and saved.exists() and (work / "out" / "scan" / "cls.parquet").exists():
@@ -179,6 +192,9 @@ def main() -> int:
             print(err[-3000:])
             return 1
         line = out.strip().splitlines()[-1] if out.strip() else ""
+        for text in err.splitlines():
+            if text.startswith("scan time:"):
+                print(f"  {text}")
         saved.write_text(
             json.dumps({"walls": walls, "peak_sum": peak_sum, "peak_one": peak_one, "line": line})
         )
@@ -199,6 +215,13 @@ def main() -> int:
             reasons[str(r)[:100]] = reasons.get(str(r)[:100], 0) + 1
     for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
         print(f"  failed x{n}: {r}")
+    if CPU_S:
+        print(
+            f"  CPU (scan + reaped workers): {sum(CPU_S):.0f} s, {1000 * sum(CPU_S) / args.rows:.2f} ms/row; "
+            f"load average at the end {_load()}"
+        )
+    if args.pyhf_sample <= 0:
+        return 0
     rows = table.to_pydict()
     hard = np.flatnonzero(np.asarray(rows["y_sr1"]) > 50.0)
     easy = np.flatnonzero(np.asarray(rows["y_sr1"]) <= 50.0)

@@ -98,6 +98,18 @@ class RunSummary:
     workers: int = 1
     batch_size: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # point name -> reason it failed
+    #: per answered task: (worker, points, wall s, CPU s) in the worker, compilation included
+    batches: list[tuple[str, int, float, float]] = field(default_factory=list)
+
+    @property
+    def engine_wall(self) -> float:
+        """Seconds workers spent computing answered tasks (summed over workers)."""
+        return sum(b[2] for b in self.batches)
+
+    @property
+    def engine_cpu(self) -> float:
+        """CPU seconds workers spent computing answered tasks."""
+        return sum(b[3] for b in self.batches)
 
     @property
     def exit_code(self) -> int:
@@ -153,6 +165,7 @@ class _Driver:
         self.attempts: dict[str, int] = collections.defaultdict(int)
         self.finished: dict[str, HypotestResult] = {}
         self.errors: dict[str, str] = {}
+        self.batches: list[tuple[str, int, float, float]] = []
         self.done = self.failed = self.retried = self.reships = self.splits = 0
         self.payload_total = self.payload_points = self.payload_tasks = self.ship_bytes = 0
         self.ref = BkgRef(self.bkg)
@@ -227,6 +240,7 @@ class _Driver:
         if "budget" in out:
             self._over_budget(job, str(out["budget"]))
             return
+        self._timing(out, len(job.keys))
         if "missing_background" in out:
             if job.ship:
                 self._retry_or_fail(job.keys, "worker did not keep the background it was sent")
@@ -257,6 +271,15 @@ class _Driver:
             self._retry_or_fail([key], err)
         if late:
             self._over_budget(_Job(late), f"timeout after {self.timeout_s * len(late):.0f} s")
+
+    def _timing(self, out: dict[str, Any], points: int) -> None:
+        """Record the worker's own wall and CPU seconds for a task (when it sent plausible ones)."""
+        t = out.get("timing")
+        if not isinstance(t, dict):
+            return
+        wall, cpu = t.get("wall"), t.get("cpu")
+        if all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1e7 for v in (wall, cpu)):
+            self.batches.append((str(out.get("worker", "?"))[:100], points, float(wall), float(cpu)))
 
     def _over_budget(self, job: _Job, reason: str) -> None:
         """Split an overrunning batch in halves; a single point that overruns is failed."""
@@ -417,6 +440,7 @@ def run_fits(
             finished.update(driver.finished)
             summary.done, summary.failed, summary.retried = driver.done, driver.failed, driver.retried
             summary.splits, summary.errors = driver.splits, driver.errors
+            summary.batches = driver.batches
             summary.background_bytes = ex.background_bytes + driver.ship_bytes
             summary.background_sends = driver.reships
             if driver.payload_tasks:

@@ -83,6 +83,10 @@ def test_sigkill_midway_then_resume_recomputes_only_missing(reference, tmp_path:
     summary = run_fits(synth_bkg(), synth_tasks(), FitSettings(), LOCAL2, db, cores=2, quiet=True)
     after = _rows(db)
     assert (summary.skipped, summary.done, summary.failed) == (len(before), 20 - len(before), 0)
+    # every answered task reports the worker's own wall and CPU seconds (the scan's time accounting)
+    assert sum(n for _, n, _, _ in summary.batches) == 20 - len(before)
+    assert all(wall > 0 and cpu >= 0 for _, _, wall, cpu in summary.batches)
+    assert summary.engine_wall >= max(wall for _, _, wall, _ in summary.batches)
     assert len(after) == 20  # none missing
     assert {p: after[p] for p in before} == before  # none of the finished points was recomputed
     assert len({after[p][0] for p in after if p not in before}) == 1  # the rest: all from the second run

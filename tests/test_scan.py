@@ -343,6 +343,9 @@ def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) ->
         quiet=True,
     )
     assert made == [1]  # one back end for 3 chunks x 2 analyses
+    # time accounting: every answered task reported its worker's wall and CPU seconds
+    assert out.tasks >= 4 and 0 < out.engine_wall and 0 < out.fit_time <= out.wall_time
+    assert out.accounting().startswith(f"scan time: {out.wall_time:.1f} s wall")
     # r5 repeats r1's yields: the same fits, read back; within a chunk the largest signal is fitted
     # first, and results come back in table order
     assert (out.rows, out.fitted, out.stored, out.failed, out.invalid) == (5, 8, 2, 0, 0)
@@ -361,3 +364,17 @@ def test_several_analyses_one_pool_across_chunks(tmp_path: Path, monkeypatch) ->
                 [float(e) for e in exp], rel=1e-4, abs=1e-6
             )
     assert got[0]["B.cls_obs"] != pytest.approx(got[0]["A.cls_obs"], rel=1e-3)
+
+
+def test_shared_backend_refuses_work_once_closed() -> None:
+    """A fit thread still running when the scan stops must end, not restart the worker pool."""
+    from recastfit.backends.local import LocalBackend
+    from recastfit.scan.run import SharedBackend
+
+    shared = SharedBackend(lambda: LocalBackend(1))
+    shared.close()
+    calls = (lambda: shared.start(), lambda: shared.submit(print), lambda: shared.submit_batch(print, ()))
+    for call in calls:
+        with pytest.raises(RuntimeError, match="closed"):
+            call()
+    assert shared._inner._all == []  # no worker was started

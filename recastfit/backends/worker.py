@@ -183,15 +183,19 @@ def run_batch(
     """Hypothesis tests of ``tasks`` on the cached background; never loses a point to a neighbour.
 
     Returns ``{"points": [{"key": patch digest, "result": dict} | {"key", "error": text}],
-    "worker": "host:pid"}`` or ``{"missing_background": digest}``. If the whole batch raises,
-    each point is run alone so one bad patch only costs itself. ``progress(n)`` is passed to
-    the engine when it accepts it (points finished inside the batch).
+    "worker": "host:pid", "timing": {"wall": s, "cpu": s}}`` (the batch's wall and CPU seconds
+    in this process, compilation included) or ``{"missing_background": digest}``. If the whole
+    batch raises, each point is run alone so one bad patch only costs itself. ``progress(n)``
+    is passed to the engine when it accepts it (points finished inside the batch).
     """
+    import time
+
     if _PINNED is None:
         pin_threads(1)
     spec = _resolve(ref)
     if spec is None:
         return {"missing_background": ref.digest}
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     points: list[dict[str, Any]] = []
     try:
         results = _engine_call(spec, tasks, settings, progress)
@@ -208,7 +212,8 @@ def run_batch(
                     points.append({"key": task.key(), "result": _as_dict(result)})
                 except Exception as exc:  # noqa: BLE001 - recorded per point
                     points.append({"key": task.key(), "error": _error_text(exc)})
-    return {"points": points, "worker": f"{platform.node()}:{os.getpid()}"}
+    timing = {"wall": time.perf_counter() - wall0, "cpu": time.process_time() - cpu0}
+    return {"points": points, "worker": f"{platform.node()}:{os.getpid()}", "timing": timing}
 
 
 def _as_dict(result: HypotestResult) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 The one fit path: every hypothesis test goes through :func:`~recastfit.runner.run_fits` with
 the configured back end and the SQLite store ``<out>/results.sqlite``, so a scan killed at any
 moment (even ``kill -9``) resumes where it stopped: rows already stored are read back, only
-the missing ones are fitted. Rows are read ``chunk_rows`` at a time; only one chunk's patches
-are held in memory. One back end (one worker pool, its compiled engines) serves every chunk and
-analysis of a scan (:class:`SharedBackend`).
+the missing ones are fitted. Rows are read ``chunk_rows`` at a time; at most two chunks' patches
+are held in memory: one chunk is fitted while the next is read, patched and queued behind it, so
+workers never wait at a chunk boundary. One back end (one worker pool, its compiled engines)
+serves every chunk and analysis of a scan (:class:`SharedBackend`). Rows of a chunk are fitted
+largest signal first, in batches of :data:`SCAN_BATCH_SIZE` (or the runner's model-derived size
+when smaller) unless the ``backend:`` block sets ``batch_size``.
 
 Output: ``cls.parquet`` (per row and analysis: status, reason, cls_obs, cls_exp_0..4), then
 ``points.parquet`` and ``summary.json`` from :func:`recastfit.scan.summary.scan_table`.
@@ -13,10 +16,13 @@ Output: ``cls.parquet`` (per row and analysis: status, reason, cls_obs, cls_exp_
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as cf
 import dataclasses
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,16 +36,22 @@ from recastfit.fileio import load_json_file
 from recastfit.limits import limit
 from recastfit.patches import SignalOptions
 from recastfit.results import FitSettings, PatchTask
-from recastfit.runner import run_fits
+from recastfit.runner import default_batch_size, run_fits
 from recastfit.scan.config import ScanConfig
 from recastfit.scan.summary import ScanSummary, scan_table
 from recastfit.scan.tables import ID_CANDIDATES, check_numeric, iter_batches, open_dataset, open_writer
 from recastfit.scan.tasks import YieldAnalysis, signal_size, tasks_from_rows
 from recastfit.store import ResultStore
 
-__all__ = ["FAST_BATCH_SIZE", "ScanOutcome", "SharedBackend", "cls_table_from_yields", "run_scan"]
+__all__ = ["SCAN_BATCH_SIZE", "ScanOutcome", "SharedBackend", "cls_table_from_yields", "run_scan"]
 
-FAST_BATCH_SIZE = 256  # points per task with the fast engine (one compiled call fits them at once)
+#: Largest batch a scan gives the fast engine when ``backend.batch_size`` is not set (else the
+#: runner's model-derived size, when smaller). Scan rows are heterogeneous: a vmapped fit runs
+#: until the slowest row of its batch stops, so small batches of rows sorted by signal size beat
+#: the model-derived 512 (stau, 2,000 rows, 10% 300x, 2 workers: batch 32 took 83 s and 49 CPU s,
+#: 512 took 312 s and 159 CPU s, the old 256 (padded to 512 by the engine) 156 s and 85 CPU s).
+#: 32 is one of the engine's compiled sizes, so no row is padding.
+SCAN_BATCH_SIZE = 32
 
 
 class SharedBackend:
@@ -50,24 +62,48 @@ class SharedBackend:
     engines survive from chunk to chunk. The first background goes out through the back end's
     own :meth:`~recastfit.backends.base.Backend.ship_background`; later ones (other analyses)
     ride with the first task each worker gets (the runner's missing-background protocol), since
-    re-shipping would restart a local pool. Every other attribute and method (``submit``,
-    ``workers``, ``slots``, ``payload_bytes``, budgets, ...) is the wrapped back end's own: the
-    wrapper is a delegate, not a subclass, so it follows the back-end interface as it evolves.
+    re-shipping would restart a local pool. Every other attribute and method (``workers``,
+    ``slots``, ``payload_bytes``, budgets, ...) is the wrapped back end's own: the wrapper is a
+    delegate, not a subclass, so it follows the back-end interface as it evolves.
+
+    Several :func:`run_fits` calls may share it at once (from threads): start and shipping are
+    locked, ``eager_ship`` is per thread, and once closed every submission raises, so a fit
+    still running when the scan stops ends instead of restarting workers.
     """
 
     def __init__(self, make: Callable[[], Backend]) -> None:
         self._inner = make()
         self._refs: dict[str, BkgRef] = {}
-        self.eager_ship = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
         self._started = False
+        self._closed = False
 
     def __getattr__(self, attr: str) -> Any:  # only called for attributes not defined here
         return getattr(self.__dict__["_inner"], attr)
 
+    @property
+    def eager_ship(self) -> int:
+        """Tasks of this thread's last shipped background that carry the spec themselves."""
+        return getattr(self._local, "eager_ship", 0)
+
     def start(self) -> None:
-        if not self._started:
-            self._inner.start()
-            self._started = True
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the scan's back end is closed")
+            if not self._started:
+                self._inner.start()
+                self._started = True
+
+    def submit_batch(self, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("the scan's back end is closed")
+        return self._inner.submit_batch(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("the scan's back end is closed")
+        return self._inner.submit(*args, **kwargs)
 
     def __enter__(self) -> SharedBackend:
         self.start()
@@ -80,20 +116,22 @@ class SharedBackend:
         """Ignored, as :meth:`__exit__`."""
 
     def ship_background(self, spec: dict, bkg_digest: str) -> BkgRef:
-        if bkg_digest in self._refs:
-            self.eager_ship = 0
-            return self._refs[bkg_digest]
-        if not self._refs:
-            ref = self._inner.ship_background(spec, bkg_digest)
-            self.eager_ship = self._inner.eager_ship
-        else:
-            ref = BkgRef(bkg_digest)
-            self.eager_ship = self._inner.workers
-        self._refs[bkg_digest] = ref
-        return ref
+        with self._lock:
+            if bkg_digest in self._refs:
+                self._local.eager_ship = 0
+                return self._refs[bkg_digest]
+            if not self._refs:
+                ref = self._inner.ship_background(spec, bkg_digest)
+                self._local.eager_ship = self._inner.eager_ship
+            else:
+                ref = BkgRef(bkg_digest)
+                self._local.eager_ship = self._inner.workers
+            self._refs[bkg_digest] = ref
+            return ref
 
     def close(self) -> None:
-        """Stop the wrapped back end's workers."""
+        """Stop the wrapped back end's workers (idempotent); later submissions raise."""
+        self._closed = True
         self._inner.shutdown(wait=True, cancel_futures=True)
 
 
@@ -107,6 +145,13 @@ class ScanOutcome:
     failed: int = 0  # fits that failed (after retries)
     invalid: int = 0  # rows not fitted (bad name or yields): failed with the reason
     wall_time: float = 0.0
+    patch_time: float = 0.0  # seconds building patches (rows -> tasks) in this process
+    fit_time: float = 0.0  # seconds in run_fits (store look-ups, dispatch, waiting for workers)
+    engine_wall: float = 0.0  # seconds workers computed answered tasks (summed over workers)
+    engine_cpu: float = 0.0  # CPU seconds of those tasks
+    first_wall: float = 0.0  # of engine_wall: each worker's first task (start-up compilation)
+    tasks: int = 0  # answered tasks
+    workers: int = 0
     summary: ScanSummary | None = None
     cls_path: Path | None = None
     points_path: Path | None = None
@@ -115,6 +160,25 @@ class ScanOutcome:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed or self.invalid else 0
+
+    def accounting(self) -> str:
+        """Where the wall time went: patches, fits (worker busy share), engine CPU per row.
+
+        >>> ScanOutcome(rows=10, fitted=10, wall_time=2.0, fit_time=1.5, engine_wall=2.4,
+        ...             engine_cpu=2.0, tasks=2, workers=2).accounting()  # doctest: +NORMALIZE_WHITESPACE
+        'scan time: 2.0 s wall: patches 0.0 s, fits 1.5 s (2 tasks; workers busy 80% of 2 x 1.5 s;
+        first task per worker 0.0 s); engine 240.0 ms/fit wall, 200.0 ms/fit CPU'
+        """
+        n = max(self.fitted, 1)
+        busy = self.engine_wall / (self.workers * self.fit_time) if self.workers and self.fit_time else 0.0
+        fits = self.fit_time
+        return (
+            f"scan time: {self.wall_time:.1f} s wall: patches {self.patch_time:.1f} s, fits {fits:.1f} s "
+            f"({self.tasks} tasks; workers busy {busy:.0%} of {self.workers} x {fits:.1f} s; "
+            f"first task per worker {self.first_wall:.1f} s); "
+            f"engine {1000 * self.engine_wall / n:.1f} ms/fit wall, "
+            f"{1000 * self.engine_cpu / n:.1f} ms/fit CPU"
+        )
 
     def line(self) -> str:
         s = self.summary
@@ -191,16 +255,41 @@ def _check_table(
     return n
 
 
-def _backend_config(cfg_backend: dict[str, Any], settings: FitSettings, file: str) -> BackendConfig:
+def _backend_config(
+    cfg_backend: dict[str, Any], settings: FitSettings, analyses: Sequence[YieldAnalysis], file: str
+) -> BackendConfig:
+    """The scan's back end; with no ``batch_size``: the runner's choice, at most :data:`SCAN_BATCH_SIZE`.
+
+    >>> _backend_config({}, FitSettings(engine="fast"), [], "s.yaml").batch_size
+    32
+    >>> _backend_config({"batch_size": 7}, FitSettings(engine="fast"), [], "s.yaml").batch_size
+    7
+    """
     backend = BackendConfig.from_dict(cfg_backend, file=file)
-    if "batch_size" not in cfg_backend and settings.engine == "fast":
-        backend = dataclasses.replace(backend, batch_size=FAST_BATCH_SIZE)
+    if backend.batch_size is None:
+        size = min([default_batch_size(settings, a.bkg_spec) for a in analyses] or [SCAN_BATCH_SIZE])
+        backend = dataclasses.replace(backend, batch_size=min(size, SCAN_BATCH_SIZE))
     return backend
 
 
 @dataclass
+class _Part:
+    """One analysis on one chunk of rows: its entries and the running (or finished) fit."""
+
+    analysis: YieldAnalysis
+    entries: list[PatchTask | str]
+    order: list[int]  # fit order (largest signal first) -> index into the chunk's tasks
+    future: cf.Future | None
+
+
+@dataclass
 class _Fitter:
-    """Fits chunks of rows through :func:`run_fits`, one shared back end for the whole scan."""
+    """Fits chunks of rows through :func:`run_fits`, one shared back end for the whole scan.
+
+    :meth:`submit` starts a chunk's fit in a thread and returns at once, so the scan reads and
+    patches the next chunk, and queues its tasks, while the workers still compute this one: no
+    worker waits at a chunk boundary for the slowest batch of the chunk.
+    """
 
     settings: FitSettings
     backend: BackendConfig
@@ -210,6 +299,9 @@ class _Fitter:
     outcome: ScanOutcome
     quiet: bool = False
     shared: SharedBackend | None = None
+    seen: set[str] = dataclasses.field(default_factory=set)  # workers that answered a task
+    pool: cf.ThreadPoolExecutor | None = None
+    span: list[float] = dataclasses.field(default_factory=list)  # fit start and end times
 
     def executor(self) -> SharedBackend:
         if self.shared is None:
@@ -218,38 +310,79 @@ class _Fitter:
 
     def close(self) -> None:
         if self.shared is not None:
+            self.shared.close()  # running fits fail fast from here on
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.shared is not None:
             self.shared.close()
 
-    def columns(
-        self, analysis: YieldAnalysis, rows: dict[str, list[Any]], id_column: str, parameters: Sequence[str]
-    ) -> dict[str, list[Any]]:
-        """Fit one analysis on one chunk of rows; its output columns (status, reason, CLs)."""
+    def submit(
+        self,
+        analysis: YieldAnalysis,
+        rows: dict[str, list[Any]],
+        id_column: str,
+        parameters: Sequence[str],
+        concurrency: int = 2,
+    ) -> _Part:
+        """Patches of one analysis on one chunk; their fit starts in the background."""
+        t0 = time.perf_counter()
         entries = tasks_from_rows(
             rows, analysis, id_column=id_column, parameters=parameters, source=self.source
         )
+        self.outcome.patch_time += time.perf_counter() - t0
         tasks = [e for e in entries if isinstance(e, PatchTask)]
+        if not tasks:
+            return _Part(analysis, entries, [], None)
+        # largest signals first: the slow points share batches, and those start first
+        order = sorted(range(len(tasks)), key=lambda i: -signal_size(tasks[i]))
+        if self.pool is None:
+            self.pool = cf.ThreadPoolExecutor(max(2, concurrency), thread_name_prefix="recastfit-scan")
+        executor = self.executor()
+        future = self.pool.submit(self._fit, analysis.bkg_spec, [tasks[i] for i in order], executor)
+        return _Part(analysis, entries, order, future)
+
+    def _fit(self, bkg_spec: dict, tasks: list[PatchTask], executor: SharedBackend) -> Any:
+        start = time.perf_counter()
+        summary = run_fits(
+            bkg_spec,
+            tasks,
+            self.settings,
+            self.backend,
+            self.store,
+            cores=self.cores,
+            quiet=self.quiet,
+            executor=executor,
+        )
+        self.span.extend((start, time.perf_counter()))
+        return summary
+
+    def columns(self, part: _Part) -> dict[str, list[Any]]:
+        """Wait for one part's fit; its output columns (status, reason, CLs)."""
         outcome = self.outcome
         results: Iterator[Any] = iter(())
-        if tasks:
-            order = sorted(range(len(tasks)), key=lambda i: signal_size(tasks[i]))
-            summary = run_fits(
-                analysis.bkg_spec,
-                [tasks[i] for i in order],
-                self.settings,
-                self.backend,
-                self.store,
-                cores=self.cores,
-                quiet=self.quiet,
-                executor=self.executor(),
-            )
+        if part.future is not None:
+            summary = part.future.result()
+            outcome.fit_time = max(self.span) - min(self.span)
+            outcome.workers = max(outcome.workers, summary.workers)
+            self._account(summary.batches)
             outcome.fitted += summary.done + summary.failed
             outcome.stored += summary.skipped
             outcome.failed += sum(1 for r in summary.results if not r.ok)
-            unsorted: list[Any] = [None] * len(tasks)
-            for i, res in zip(order, summary.results, strict=True):
+            unsorted: list[Any] = [None] * len(part.order)
+            for i, res in zip(part.order, summary.results, strict=True):
                 unsorted[i] = res
             results = iter(unsorted)
-        return _output_columns(analysis.name, entries, results, outcome)
+        return _output_columns(part.analysis.name, part.entries, results, outcome)
+
+    def _account(self, batches: list[tuple[str, int, float, float]]) -> None:
+        outcome = self.outcome
+        for worker, _, wall, cpu in batches:
+            outcome.tasks += 1
+            outcome.engine_wall += wall
+            outcome.engine_cpu += cpu
+            if worker not in self.seen:
+                self.seen.add(worker)
+                outcome.first_wall += wall
 
 
 def _output_columns(
@@ -309,6 +442,28 @@ def cls_table_from_yields(
     part = out.with_name(f".{out.stem}.part{out.suffix}")
     writer = None
     done = 0
+    pending: collections.deque[tuple[int, dict[str, Any], list[_Part]]] = collections.deque()
+
+    def write_oldest() -> None:
+        nonlocal writer, done
+        n, data, parts = pending.popleft()
+        for p in parts:
+            for k, v in fitter.columns(p).items():
+                kind = pa.string() if k.endswith((".status", ".reason")) else pa.float64()
+                data[k] = pa.array(v, type=kind)
+        chunk = pa.table(data)
+        if writer is None:
+            writer = open_writer(part, chunk.schema)
+        writer.write_table(chunk)
+        done += n
+        if not quiet:
+            print(
+                f"scan: {done}/{nrows} rows; fits: {outcome.fitted} done, {outcome.stored} stored, "
+                f"{outcome.failed} failed, {outcome.invalid} invalid; {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
     try:
         for batch in iter_batches(path, columns, chunk_rows, dataset):
             rows = {c: batch.column(c).to_pylist() for c in columns}
@@ -316,23 +471,12 @@ def cls_table_from_yields(
             data: dict[str, Any] = {"name": pa.array(rows[id_column], type=pa.string())}
             for p in parameters:
                 data[p] = pa.array(rows[p], type=pa.float64(), from_pandas=False)
-            for a in analyses:
-                cols = fitter.columns(a, rows, id_column, parameters)
-                for k, v in cols.items():
-                    kind = pa.string() if k.endswith((".status", ".reason")) else pa.float64()
-                    data[k] = pa.array(v, type=kind)
-            chunk = pa.table(data)
-            if writer is None:
-                writer = open_writer(part, chunk.schema)
-            writer.write_table(chunk)
-            done += batch.num_rows
-            if not quiet:
-                print(
-                    f"scan: {done}/{nrows} rows; fits: {outcome.fitted} done, {outcome.stored} stored, "
-                    f"{outcome.failed} failed, {outcome.invalid} invalid; {time.perf_counter() - t0:.1f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            parts = [fitter.submit(a, rows, id_column, parameters, 2 * len(analyses)) for a in analyses]
+            pending.append((batch.num_rows, data, parts))
+            while len(pending) > 1:  # one chunk fitting while the next one's tasks queue behind it
+                write_oldest()
+        while pending:
+            write_oldest()
     finally:
         if writer is not None:
             writer.close()
@@ -340,6 +484,8 @@ def cls_table_from_yields(
     os.replace(part, out)
     outcome.cls_path = out
     outcome.wall_time = time.perf_counter() - t0
+    if not quiet:
+        print(outcome.accounting(), file=sys.stderr, flush=True)
     return outcome
 
 
@@ -347,7 +493,7 @@ def run_scan(cfg: ScanConfig, *, cores: int = 1, quiet: bool = False) -> ScanOut
     """The whole scan of ``cfg``: CLs per row and analysis (through the runner), then points + summary."""
     t0 = time.perf_counter()
     analyses = load_analyses(cfg)
-    backend = _backend_config(cfg.backend, cfg.fit, cfg.file)
+    backend = _backend_config(cfg.backend, cfg.fit, analyses, cfg.file)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     outcome = cls_table_from_yields(
         cfg.yields,
