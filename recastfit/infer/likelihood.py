@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Ops", "numpy_ops", "jax_ops", "derive_cells", "bin_terms", "nll_terms", "constraint_widths"]
+__all__ = [
+    "Ops",
+    "numpy_ops",
+    "jax_ops",
+    "derive_cells",
+    "bin_terms",
+    "jac_layout",
+    "nll_terms",
+    "constraint_widths",
+]
 
 LOG_2PI = math.log(2.0 * math.pi)
 # pyhf code4 polynomial: coefficients = A^{-1} b with alpha0 = 1
@@ -86,9 +95,9 @@ def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops) -> dict:
     on = raw["hs_on"]
     up = on * (raw["hs_hi"] - nom[None, :])
     dn = on * (nom[None, :] - raw["hs_lo"])
-    out["up"], out["dn"] = up, dn
-    if hs_code == "code4p":
-        out["hS"], out["hA"] = 0.5 * (up + dn), 0.0625 * (up - dn)
+    # every histosys delta is h * hS + a(h) * hA with a(h) a function of the parameter alone
+    # (see _hs_shape): the sum over histosys rows is then two (rows x cells) matrix products
+    out["hS"], out["hA"] = 0.5 * (up + dn), 0.0625 * (up - dn)
     return out
 
 
@@ -111,33 +120,48 @@ def _normsys(a, d: dict, code: str, ops: Ops):
     return xp.exp(a * slope), slope
 
 
-def _histosys(h, d: dict, code: str, ops: Ops):
-    """Deltas [Kh, C] and their derivatives for histosys alphas ``h`` [Kh, 1]."""
+def _hs_shape(h, code: str, ops: Ops):
+    """``a(h)`` and ``a'(h)`` [Kh] such that a histosys delta is ``h * hS + a(h) * hA``.
+
+    With ``hS = (up + dn) / 2`` and ``hA = (up - dn) / 16`` (``up = hi - nom``, ``dn = nom - lo``):
+    code4p is ``h hS + h^2 (15 - 10 h^2 + 3 h^4) hA`` for ``|h| <= 1`` and ``h up`` / ``h dn``
+    (``a = 8 |h|``) outside; code0 is ``h up`` / ``h dn`` everywhere (at ``h = 0`` the slope is
+    ``dn``'s, as in pyhf).
+
+    >>> import numpy as np
+    >>> a, da = _hs_shape(np.array([-2.0, -0.5, 0.0, 0.5, 1.0, 2.0]), "code4p", numpy_ops())
+    >>> a.tolist(), da.tolist()
+    ([16.0, 3.171875, 0.0, 3.171875, 8.0, 16.0], [-8.0, -10.5625, 0.0, 10.5625, 8.0, 8.0])
+    """
     xp = ops.xp
     if code == "code4p":
         inner = xp.abs(h) <= 1.0
         hi_ = xp.where(inner, h, 0.0)
         h2 = hi_ * hi_
-        poly = hi_ * d["hS"] + h2 * (15.0 + h2 * (-10.0 + 3.0 * h2)) * d["hA"]
-        dpoly = d["hS"] + hi_ * (30.0 + h2 * (-40.0 + 18.0 * h2)) * d["hA"]
-        lin = xp.where(h > 1.0, d["up"], d["dn"])
-        return xp.where(inner, poly, h * lin), xp.where(inner, dpoly, lin)
-    lin = xp.where(h > 0.0, d["up"], d["dn"])
-    return h * lin, lin
+        a = xp.where(inner, h2 * (15.0 + h2 * (-10.0 + 3.0 * h2)), 8.0 * xp.abs(h))
+        da = xp.where(inner, hi_ * (30.0 + h2 * (-40.0 + 18.0 * h2)), xp.where(h > 0.0, 8.0, -8.0))
+        return a, da
+    pos = h > 0.0
+    return xp.where(pos, 8.0 * h, -8.0 * h), xp.where(pos, 8.0, -8.0)
 
 
 def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, str], ops: Ops):
-    """Cell rates [C] and derivatives: normsys [K, C], histosys [Kh, C], multiplicative slots [C, R]."""
+    """Cell rates [C], normsys derivatives [K, C], the histosys Jacobian [B, Kh] and the
+    multiplicative-slot derivatives [C, R]."""
     xp = ops.xp
     f, g = _normsys(theta_ext[ns_par][:, None], d, codes[0], ops)
     x = xp.prod(f, axis=0)
-    delta, ddelta = _histosys(theta_ext[hs_par][:, None], d, codes[1], ops)
-    a = d["nom"] + xp.sum(delta, axis=0)
+    h = theta_ext[hs_par]
+    ha, dha = _hs_shape(h, codes[1], ops)
+    a = d["nom"] + h @ d["hS"] + ha @ d["hA"]
     fac = theta_ext[st["mult"]]  # [C, R]
     width = fac.shape[1]
     m = xp.prod(fac, axis=1)
-    xa = x * a
-    nu = xa * m
+    xm = x * m
+    nu = a * xm
+    # d nu_b / d h_k = sum over cells c of bin b: xm_c (hS_kc + a'(h_k) hA_kc)
+    y = xm[:, None] * st["cb"]  # [C, B]
+    jhs = (d["hS"] @ y).T + dha[None, :] * (d["hA"] @ y).T
     # leave-one-out products of the multiplicative slots (R is small and static)
     loo = xp.stack(
         [
@@ -146,35 +170,84 @@ def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, 
         ],
         axis=1,
     )
-    return nu, nu * g, (x * m) * ddelta, xa[:, None] * loo
+    return nu, nu * g, jhs, (x * a)[:, None] * loo
 
 
-def bin_terms(theta, groups: list[tuple[dict, dict]], nbins: int, ns_par, hs_par, codes, ops: Ops):
+def jac_layout(statics: list[dict], npar: int, nbins: int, ns_par, hs_par) -> dict:
+    """Gather tables that assemble the Jacobian [B, P] without scatters (slow under ``vmap`` on CPU).
+
+    ``statics`` are the groups' :func:`recastfit.infer.dense.static_part` dicts (numpy). Returns
+    ``m_src`` [U, L]: for each (bin, multiplicative parameter) pair that occurs, the positions of
+    its terms in the groups' flattened multiplicative-slot derivatives (their total length = a
+    zero slot), and ``src`` [B * P, S]: the positions of the S (1 or 2) terms of each Jacobian
+    entry in the concatenation of those U pair sums, the normsys [B, K] and histosys [B, Kh]
+    Jacobians (flattened) and a zero.
+
+    >>> lay = jac_layout([{"mult": np.array([[0, 2], [1, 2]]), "cbin": np.array([0, 0])}], 2, 1, [], [])
+    >>> lay["m_src"].tolist(), lay["src"].tolist()
+    ([[0], [2]], [[0], [1]])
+    """
+    ns_par, hs_par = np.asarray(ns_par, int), np.asarray(hs_par, int)
+    pairs, flats, offset = [], [], 0
+    for st in statics:
+        mult, cbin = np.asarray(st["mult"], int), np.asarray(st["cbin"], int)
+        pairs.append((cbin[:, None] * (npar + 1) + mult).reshape(-1))
+        flats.append(offset + np.arange(mult.size))
+        offset += mult.size
+    pair = np.concatenate(pairs) if pairs else np.zeros(0, int)
+    flat = np.concatenate(flats) if flats else np.zeros(0, int)
+    keep = pair % (npar + 1) < npar  # the constant-1 padding slot has no parameter
+    pair, flat = pair[keep], flat[keep]
+    uniq, inv = np.unique(pair, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(uniq))
+    m_src = np.full((len(uniq), max(int(counts.max(initial=0)), 1)), offset)
+    order = np.argsort(inv, kind="stable")
+    rank = np.arange(len(inv)) - np.repeat(np.cumsum(counts) - counts, counts)
+    m_src[inv[order], rank] = flat[order]
+    nu_, nk, nkh = len(uniq), len(ns_par), len(hs_par)
+    # a parameter may act as a normsys and a histosys at once (one name, two modifiers): then
+    # its column sums two sources, so each entry has up to ``width`` sources (the rest: the zero)
+    width = 1 + int(len(np.intersect1d(ns_par, hs_par)) > 0)
+    src = np.full((nbins, npar, width), nu_ + nbins * (nk + nkh))
+    src[uniq // (npar + 1), uniq % (npar + 1), 0] = np.arange(nu_)
+    rows = np.arange(nbins)[:, None]
+    if nk:
+        src[:, ns_par, 0] = nu_ + rows * nk + np.arange(nk)[None, :]
+    if nkh:
+        src[:, hs_par, width - 1] = nu_ + nbins * nk + rows * nkh + np.arange(nkh)[None, :]
+    return {"m_src": m_src, "src": src.reshape(nbins * npar, width)}
+
+
+def bin_terms(
+    theta, groups: list[tuple[dict, dict]], nbins: int, ns_par, hs_par, codes, ops: Ops, layout=None
+):
     """Expected main data ``nu`` [B] and Jacobian ``J`` [B, P] summed over cell groups.
 
     ``groups`` holds ``(derived, static)`` pairs: ``derived`` from :func:`derive_cells`,
     ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C]).
+    ``layout`` is :func:`jac_layout` of the groups' static parts (computed here when omitted,
+    which needs them as numpy arrays).
     """
     xp = ops.xp
     npar = theta.shape[0]
+    if layout is None:
+        layout = jac_layout([st for _, st in groups], npar, nbins, ns_par, hs_par)
     theta_ext = xp.concatenate([theta, xp.ones(1, dtype=theta.dtype)])
     nu = xp.zeros(nbins, dtype=theta.dtype)
     jns = xp.zeros((nbins, len(ns_par)), dtype=theta.dtype)
     jhs = xp.zeros((nbins, len(hs_par)), dtype=theta.dtype)
-    jm = xp.zeros((nbins, npar + 1), dtype=theta.dtype)
+    dms = []
     for d, st in groups:
         nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, ns_par, hs_par, codes, ops)
         cb = st["cb"]
         nu = nu + nu_c @ cb
         jns = jns + (dns @ cb).T
-        jhs = jhs + (dhs @ cb).T
-        jm = ops.scatter_add(jm, (st["cbin"][:, None], st["mult"]), dm)
-    jac = jm[:, :npar]
-    if len(ns_par):
-        jac = ops.set_cols(jac, ns_par, jns)
-    if len(hs_par):
-        jac = ops.set_cols(jac, hs_par, jhs)
-    return nu, jac
+        jhs = jhs + dhs
+        dms.append(dm.reshape(-1))
+    zero = xp.zeros(1, dtype=theta.dtype)
+    jm = xp.sum(xp.concatenate(dms + [zero])[layout["m_src"]], axis=1)
+    full = xp.concatenate([jm, jns.reshape(-1), jhs.reshape(-1), zero])
+    return nu, xp.sum(full[layout["src"]], axis=1).reshape(nbins, npar)
 
 
 def constraint_widths(groups: list[tuple[dict, dict]], base_sigma, ops: Ops):

@@ -23,6 +23,7 @@ from recastfit.infer.likelihood import (
     bin_terms,
     constraint_widths,
     derive_cells,
+    jac_layout,
     jax_ops,
     nll_terms,
     numpy_ops,
@@ -95,6 +96,8 @@ class Runner:
         }
         for name in ("sigma", "obs", "aux", "init", "lo", "hi", "ns_par", "hs_par"):
             arrays[name] = np.asarray(getattr(dm, name))
+        statics = [st for _, st in static] + ([arrays["var_static"]] if has_var else [])
+        arrays["layout"] = jac_layout(statics, npar, nbins, dm.ns_par, dm.hs_par)
         mult = np.zeros(npar + 1)
         mult[np.unique(cells.mult)] = 1.0
         arrays["mult"] = mult[:npar] * (dm.lo >= 0)
@@ -137,7 +140,9 @@ class Runner:
         nbins = self.dense.nbins
 
         def rates(theta):
-            return bin_terms(theta, groups, nbins, arr["ns_par"], arr["hs_par"], self._codes, ops)
+            return bin_terms(
+                theta, groups, nbins, arr["ns_par"], arr["hs_par"], self._codes, ops, arr["layout"]
+            )
 
         def evaluate(theta, data):
             n, aux = data
@@ -171,9 +176,9 @@ class Runner:
         theta0 = jnp.where(arr["free_cond"] > 0, theta0, init).at[self.dense.poi].set(0.0)
         return minimize(theta0, arr["free_cond"], (obs, aux))
 
-    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
-        dm = self.dense
-        poi, mu = dm.poi, self.mu_test
+    def _setup(self, arr, leaves, theta_bkg, start, newton: bool):
+        """Minimiser, starting points [3, P], masks, main and aux data [3, ...] of one point."""
+        poi, mu = self.dense.poi, self.mu_test
         groups, sigma, tau, obs, aux = self._prepare(arr, leaves)
         rates, evaluate = self._evaluator(arr, groups, sigma, tau)
         minimize = self._minimizer(arr, evaluate, start, newton)
@@ -200,8 +205,31 @@ class Runner:
         masks = jnp.stack([arr["free"], arr["free_cond"], arr["free_cond"]])
         main = jnp.stack([obs, obs, n_a])
         auxs = jnp.stack([aux, aux, aux_a])
-        # one minimiser, vmapped over the three fits (one compiled loop instead of three)
-        out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
+        return minimize, starts, masks, main, auxs, asimov_free
+
+    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
+        """``newton=False``: the three fits of one point (``theta_bkg`` [P], the mu=0 fit).
+
+        ``newton=True``: one fit (a retry): ``theta_bkg`` is a dict with ``bkg`` [P] (the mu=0
+        fit), ``fit`` (index into :data:`FIT_NAMES`) and ``theta0`` [P], the start of strategy 1
+        (where the previous pass left this fit; strategies 2, 3 start from their own points).
+        """
+        if not newton:
+            minimize, starts, masks, main, auxs, asimov_free = self._setup(
+                arr, leaves, theta_bkg, start, newton
+            )
+            # one minimiser, vmapped over the three fits (one compiled loop instead of three)
+            out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
+        else:
+            f = theta_bkg["fit"]
+            minimize, starts, masks, main, auxs, asimov_free = self._setup(
+                arr, leaves, theta_bkg["bkg"], start, newton
+            )
+            poi = self.dense.poi
+            warm = theta_bkg["theta0"]
+            warm = warm.at[poi].set(jnp.where(f == 0, warm[poi], self.mu_test))
+            theta0 = jnp.where(start == 1, warm, starts[f])
+            out = minimize(theta0, masks[f], (main[f], auxs[f]))
         return (
             out.value,
             out.theta,
@@ -219,9 +247,28 @@ class Runner:
         out = self._bkg(self._arrays, jnp.asarray(leaves), start)
         return jax.tree_util.tree_map(np.asarray, out)
 
-    def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray, start: int = 0) -> PointFits:
-        """Three fits per row of ``leaves`` ([N, L]) given the mu=0 fits ``theta_bkg`` ([N, P])."""
-        newton = start > 0
-        self.compiled.add((f"points-{newton}", len(leaves)))
-        out = self._points[newton](self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
+    def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray) -> PointFits:
+        """Three Gauss-Newton fits (strategy 0) per row of ``leaves`` ([N, L]) given the mu=0 fits
+        ``theta_bkg`` ([N, P])."""
+        self.compiled.add(("points-False", len(leaves)))
+        out = self._points[False](self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), 0)
+        return PointFits(*(np.asarray(o) for o in out))
+
+    def retry_fits(
+        self, leaves: np.ndarray, theta_bkg: np.ndarray, fit: np.ndarray, theta0: np.ndarray, start: int
+    ) -> PointFits:
+        """One Newton-CG fit per row (strategy ``start`` >= 1): fit ``fit[i]`` (index into
+        :data:`FIT_NAMES`) of the point ``leaves[i]``; strategy 1 starts at ``theta0[i]``.
+
+        Fields of the result have no fit axis ([N], theta [N, P]).
+        """
+        if start < 1:
+            raise ValueError(f"retry strategies start at 1, got {start}")
+        self.compiled.add(("points-True", len(leaves)))
+        rows = {
+            "bkg": jnp.asarray(theta_bkg),
+            "fit": jnp.asarray(fit, dtype=jnp.int32),
+            "theta0": jnp.asarray(theta0),
+        }
+        out = self._points[True](self._arrays, jnp.asarray(leaves), rows, start)
         return PointFits(*(np.asarray(o) for o in out))
