@@ -82,14 +82,24 @@ def jax_ops() -> Ops:
     return Ops(jnp, xlogy, gammaln, True)
 
 
-def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops) -> dict:
-    """Interpolation inputs of a cell group from its raw numbers (see ``RawCells``)."""
+def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops, ns_row=None) -> dict:
+    """Interpolation inputs of a cell group from its raw numbers (see ``RawCells``).
+
+    Normsys inputs are laid out per cell as listed by ``ns_row`` [C, L] (see
+    :func:`recastfit.infer.dense.static_part`; default: every row on every cell).
+    """
     xp = ops.xp
     nom = raw["nom"]
-    loghi, loglo = xp.log(raw["ns_hi"]), xp.log(raw["ns_lo"])
+    nk, nc = raw["ns_hi"].shape
+    if ns_row is None:
+        ns_row = np.tile(np.arange(max(nk, 1)) if nk else np.zeros(1, int), (nc, 1))
+    ones = xp.ones((1, nc), dtype=nom.dtype)
+    cells = np.arange(nc)[:, None]
+    hi = xp.concatenate([raw["ns_hi"], ones])[ns_row, cells]  # [C, L], padding: factor 1
+    lo = xp.concatenate([raw["ns_lo"], ones])[ns_row, cells]
+    loghi, loglo = xp.log(hi), xp.log(lo)
     out = {"nom": nom, "loghi": loghi, "loglo": loglo, "st_d": raw["st_d"], "sh_d": raw["sh_d"]}
     if ns_code == "code4":
-        hi, lo = raw["ns_hi"], raw["ns_lo"]
         b = xp.stack([hi - 1.0, lo - 1.0, loghi * hi, -loglo * lo, loghi**2 * hi, loglo**2 * lo])
         out["c4"] = xp.einsum("ij,jkc->ikc", xp.asarray(_CODE4_AINV), b)
     on = raw["hs_on"]
@@ -102,7 +112,7 @@ def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops) -> dict:
 
 
 def _normsys(a, d: dict, code: str, ops: Ops):
-    """Factors f [K, C] and d log f / d alpha [K, C] for normsys alphas ``a`` [K, 1]."""
+    """Factors f and d log f / d alpha for normsys alphas ``a`` (all [C, L])."""
     xp = ops.xp
     if code == "code4":
         inner = xp.abs(a) < 1.0
@@ -145,12 +155,12 @@ def _hs_shape(h, code: str, ops: Ops):
     return xp.where(pos, 8.0 * h, -8.0 * h), xp.where(pos, 8.0, -8.0)
 
 
-def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, str], ops: Ops):
-    """Cell rates [C], normsys derivatives [K, C], the histosys Jacobian [B, Kh] and the
+def _cell_terms(theta_ext, d: dict, st: dict, hs_par, codes: tuple[str, str], ops: Ops):
+    """Cell rates [C], normsys slot derivatives [C, L], the histosys Jacobian [B, Kh] and the
     multiplicative-slot derivatives [C, R]."""
     xp = ops.xp
-    f, g = _normsys(theta_ext[ns_par][:, None], d, codes[0], ops)
-    x = xp.prod(f, axis=0)
+    f, g = _normsys(theta_ext[st["ns_pidx"]], d, codes[0], ops)
+    x = xp.prod(f, axis=1)
     h = theta_ext[hs_par]
     ha, dha = _hs_shape(h, codes[1], ops)
     a = d["nom"] + h @ d["hS"] + ha @ d["hA"]
@@ -170,33 +180,36 @@ def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, 
         ],
         axis=1,
     )
-    return nu, nu * g, jhs, (x * a)[:, None] * loo
+    return nu, nu[:, None] * g, jhs, (x * a)[:, None] * loo
 
 
-def jac_layout(statics: list[dict], npar: int, nbins: int, ns_par, hs_par) -> dict:
+def jac_layout(statics: list[dict], npar: int, nbins: int, hs_par) -> dict:
     """Gather tables that assemble the Jacobian [B, P] without scatters (slow under ``vmap`` on CPU).
 
-    ``statics`` are the groups' :func:`recastfit.infer.dense.static_part` dicts (numpy). Returns
-    ``m_src`` [U, L]: for each (bin, multiplicative parameter) pair that occurs, the positions of
-    its terms in the groups' flattened multiplicative-slot derivatives (their total length = a
-    zero slot), and ``src`` [B * P, S]: the positions of the S (1 or 2) terms of each Jacobian
-    entry in the concatenation of those U pair sums, the normsys [B, K] and histosys [B, Kh]
-    Jacobians (flattened) and a zero.
+    ``statics`` are the groups' :func:`recastfit.infer.dense.static_part` dicts (numpy). The
+    per-cell slot derivatives (multiplicative slots ``mult`` [C, R], then normsys ``ns_pidx``
+    [C, L], group after group, flattened) are summed per (bin, parameter) pair: ``m_src`` [U, M]
+    holds, for each pair that occurs, the positions of its terms (their total length = a zero
+    slot). ``src`` [B * P, S] holds the positions of the S (1 or 2) terms of each Jacobian entry
+    in the concatenation of those U pair sums, the histosys Jacobian [B, Kh] (flattened) and a zero.
 
-    >>> lay = jac_layout([{"mult": np.array([[0, 2], [1, 2]]), "cbin": np.array([0, 0])}], 2, 1, [], [])
+    >>> lay = jac_layout([{"mult": np.array([[0, 2], [1, 2]]), "cbin": np.array([0, 0]),
+    ...                    "ns_pidx": np.array([[2], [2]])}], 2, 1, [])
     >>> lay["m_src"].tolist(), lay["src"].tolist()
     ([[0], [2]], [[0], [1]])
     """
-    ns_par, hs_par = np.asarray(ns_par, int), np.asarray(hs_par, int)
+    hs_par = np.asarray(hs_par, int)
     pairs, flats, offset = [], [], 0
     for st in statics:
-        mult, cbin = np.asarray(st["mult"], int), np.asarray(st["cbin"], int)
-        pairs.append((cbin[:, None] * (npar + 1) + mult).reshape(-1))
-        flats.append(offset + np.arange(mult.size))
-        offset += mult.size
+        cbin = np.asarray(st["cbin"], int)
+        for key in ("mult", "ns_pidx"):
+            slots = np.asarray(st[key], int)
+            pairs.append((cbin[:, None] * (npar + 1) + slots).reshape(-1))
+            flats.append(offset + np.arange(slots.size))
+            offset += slots.size
     pair = np.concatenate(pairs) if pairs else np.zeros(0, int)
     flat = np.concatenate(flats) if flats else np.zeros(0, int)
-    keep = pair % (npar + 1) < npar  # the constant-1 padding slot has no parameter
+    keep = pair % (npar + 1) < npar  # the padding slot (the constant 1) has no parameter
     pair, flat = pair[keep], flat[keep]
     uniq, inv = np.unique(pair, return_inverse=True)
     counts = np.bincount(inv, minlength=len(uniq))
@@ -204,49 +217,42 @@ def jac_layout(statics: list[dict], npar: int, nbins: int, ns_par, hs_par) -> di
     order = np.argsort(inv, kind="stable")
     rank = np.arange(len(inv)) - np.repeat(np.cumsum(counts) - counts, counts)
     m_src[inv[order], rank] = flat[order]
-    nu_, nk, nkh = len(uniq), len(ns_par), len(hs_par)
+    nu_, nkh = len(uniq), len(hs_par)
+    b_u, p_u = uniq // (npar + 1), uniq % (npar + 1)
     # a parameter may act as a normsys and a histosys at once (one name, two modifiers): then
     # its column sums two sources, so each entry has up to ``width`` sources (the rest: the zero)
-    width = 1 + int(len(np.intersect1d(ns_par, hs_par)) > 0)
-    src = np.full((nbins, npar, width), nu_ + nbins * (nk + nkh))
-    src[uniq // (npar + 1), uniq % (npar + 1), 0] = np.arange(nu_)
-    rows = np.arange(nbins)[:, None]
-    if nk:
-        src[:, ns_par, 0] = nu_ + rows * nk + np.arange(nk)[None, :]
+    width = 1 + int(len(np.intersect1d(p_u, hs_par)) > 0)
+    src = np.full((nbins, npar, width), nu_ + nbins * nkh)
+    src[b_u, p_u, 0] = np.arange(nu_)
     if nkh:
-        src[:, hs_par, width - 1] = nu_ + nbins * nk + rows * nkh + np.arange(nkh)[None, :]
+        src[:, hs_par, width - 1] = nu_ + np.arange(nbins)[:, None] * nkh + np.arange(nkh)[None, :]
     return {"m_src": m_src, "src": src.reshape(nbins * npar, width)}
 
 
-def bin_terms(
-    theta, groups: list[tuple[dict, dict]], nbins: int, ns_par, hs_par, codes, ops: Ops, layout=None
-):
+def bin_terms(theta, groups: list[tuple[dict, dict]], nbins: int, hs_par, codes, ops: Ops, layout=None):
     """Expected main data ``nu`` [B] and Jacobian ``J`` [B, P] summed over cell groups.
 
     ``groups`` holds ``(derived, static)`` pairs: ``derived`` from :func:`derive_cells`,
-    ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C]).
+    ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C], ...).
     ``layout`` is :func:`jac_layout` of the groups' static parts (computed here when omitted,
     which needs them as numpy arrays).
     """
     xp = ops.xp
     npar = theta.shape[0]
     if layout is None:
-        layout = jac_layout([st for _, st in groups], npar, nbins, ns_par, hs_par)
+        layout = jac_layout([st for _, st in groups], npar, nbins, hs_par)
     theta_ext = xp.concatenate([theta, xp.ones(1, dtype=theta.dtype)])
     nu = xp.zeros(nbins, dtype=theta.dtype)
-    jns = xp.zeros((nbins, len(ns_par)), dtype=theta.dtype)
     jhs = xp.zeros((nbins, len(hs_par)), dtype=theta.dtype)
-    dms = []
+    slots = []
     for d, st in groups:
-        nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, ns_par, hs_par, codes, ops)
-        cb = st["cb"]
-        nu = nu + nu_c @ cb
-        jns = jns + (dns @ cb).T
+        nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, hs_par, codes, ops)
+        nu = nu + nu_c @ st["cb"]
         jhs = jhs + dhs
-        dms.append(dm.reshape(-1))
+        slots += [dm.reshape(-1), dns.reshape(-1)]
     zero = xp.zeros(1, dtype=theta.dtype)
-    jm = xp.sum(xp.concatenate(dms + [zero])[layout["m_src"]], axis=1)
-    full = xp.concatenate([jm, jns.reshape(-1), jhs.reshape(-1), zero])
+    pair_sums = xp.sum(xp.concatenate(slots + [zero])[layout["m_src"]], axis=1)
+    full = xp.concatenate([pair_sums, jhs.reshape(-1), zero])
     return nu, xp.sum(full[layout["src"]], axis=1).reshape(nbins, npar)
 
 

@@ -35,12 +35,15 @@ configure()
 
 FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
 # strategies tried in order: 0 = Gauss-Newton from warm starts (ordinary points finish here);
-# 1 = Newton-CG from the same starts, 2, 3 = Newton-CG from other starts (retries)
-STARTS = 4
-# iteration budget per strategy, in units of max_iter: the first pass is short so that a few slow
-# points do not hold up a whole batch (all points iterate until the slowest stops); the few
-# stragglers are redone, compacted into small batches, from other starting points
-RETRY_BUDGET = (1, 3, 3, 3)
+# then Newton-CG, one fit per row, for the fits still unconverged: 1 = from where Gauss-Newton
+# stopped, 2 = from the warm starts, 3, 4 = from other starts
+STARTS = 5
+# iteration budget per strategy, in units of max_iter: the Gauss-Newton pass is short (10
+# iterations: ordinary points need 3-5; where they need more, Gauss-Newton converges only
+# linearly and a few Newton-CG steps from where it stopped are cheaper) so that slow points do
+# not hold up a whole batch (all points iterate until the slowest stops); the stragglers are
+# redone one fit per row, compacted into small batches
+RETRY_BUDGET = (1 / 3, 3, 3, 3, 3)
 
 
 @dataclass
@@ -75,9 +78,8 @@ class Runner:
         self._codes = codes = (dm.ns_code, dm.hs_code)
         static = []
         if len(structure.static_cells):
-            static.append(
-                (derive_cells(raw_dict(stat_raw), *codes, numpy_ops()), static_part(stat_raw, npar, nbins))
-            )
+            st = static_part(stat_raw, npar, nbins, dm.ns_par)
+            static.append((derive_cells(raw_dict(stat_raw), *codes, numpy_ops(), st["ns_row"]), st))
         has_var = bool(len(structure.var_cells))
         constrained = dm.gauss | dm.pois
         free = ~dm.fixed
@@ -85,7 +87,7 @@ class Runner:
         free_cond[dm.poi] = False
         arrays = {
             "static": static,
-            "var_static": static_part(var_raw, npar, nbins) if has_var else None,
+            "var_static": static_part(var_raw, npar, nbins, dm.ns_par, all_rows=True) if has_var else None,
             "var_base": raw_dict(var_raw),
             "slots": {k: (p, lf) for k, (p, lf) in structure.slots.items()},
             "obs_slots": tuple(structure.obs_slots),
@@ -97,7 +99,7 @@ class Runner:
         for name in ("sigma", "obs", "aux", "init", "lo", "hi", "ns_par", "hs_par"):
             arrays[name] = np.asarray(getattr(dm, name))
         statics = [st for _, st in static] + ([arrays["var_static"]] if has_var else [])
-        arrays["layout"] = jac_layout(statics, npar, nbins, dm.ns_par, dm.hs_par)
+        arrays["layout"] = jac_layout(statics, npar, nbins, dm.hs_par)
         mult = np.zeros(npar + 1)
         mult[np.unique(cells.mult)] = 1.0
         arrays["mult"] = mult[:npar] * (dm.lo >= 0)
@@ -126,7 +128,9 @@ class Runner:
                 if pos is not None and pos.shape[0]:
                     base = base.reshape(-1).at[pos].set(leaves[leaf]).reshape(base.shape)
                 raw[key] = base
-            groups.append((derive_cells(raw, *self._codes, ops), arr["var_static"]))
+            groups.append(
+                (derive_cells(raw, *self._codes, ops, arr["var_static"]["ns_row"]), arr["var_static"])
+            )
         sigma, tau = constraint_widths(groups, arr["sigma"], ops)
         obs = arr["obs"]
         pos, leaf = arr["obs_slots"]
@@ -140,9 +144,7 @@ class Runner:
         nbins = self.dense.nbins
 
         def rates(theta):
-            return bin_terms(
-                theta, groups, nbins, arr["ns_par"], arr["hs_par"], self._codes, ops, arr["layout"]
-            )
+            return bin_terms(theta, groups, nbins, arr["hs_par"], self._codes, ops, arr["layout"])
 
         def evaluate(theta, data):
             n, aux = data
@@ -155,7 +157,7 @@ class Runner:
         return rates, evaluate
 
     def _minimizer(self, arr, evaluate, start, newton: bool = True):
-        budget = jnp.asarray(RETRY_BUDGET)[start] * self._max_iter
+        budget = jnp.asarray(jnp.asarray(RETRY_BUDGET)[start] * self._max_iter, int)
         return make_minimizer(
             evaluate,
             arr["lo"],
@@ -184,7 +186,7 @@ class Runner:
         minimize = self._minimizer(arr, evaluate, start, newton)
         init = arr["init"]
         pois = arr["pois"] > 0
-        starts_set = jnp.maximum(start - 1, 0)  # strategies 0 and 1 share the warm starts
+        starts_set = jnp.maximum(start - 2, 0)  # strategies 0 and 2 share the warm starts
         # Asimov data from the mu=0 fit: main data = expected rates, aux = expected aux
         n_a, _ = rates(theta_bkg)
         aux_a = jnp.where(pois, theta_bkg * tau, theta_bkg)
@@ -212,7 +214,7 @@ class Runner:
 
         ``newton=True``: one fit (a retry): ``theta_bkg`` is a dict with ``bkg`` [P] (the mu=0
         fit), ``fit`` (index into :data:`FIT_NAMES`) and ``theta0`` [P], the start of strategy 1
-        (where the previous pass left this fit; strategies 2, 3 start from their own points).
+        (where the previous pass left this fit; strategies 2-4 start from their own points).
         """
         if not newton:
             minimize, starts, masks, main, auxs, asimov_free = self._setup(
