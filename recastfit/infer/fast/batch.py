@@ -22,7 +22,8 @@ from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
 __all__ = ["run_batch", "clear_cache", "bucket_size", "BUCKETS", "MAX_CHUNK"]
 
-BUCKETS = (1, 8, 32, 128, 512, 1024)
+# padded batch sizes: at most 2x padding (retries run one fit per row, so their row counts vary)
+BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024)
 MAX_CHUNK = 1024
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def bucket_size(n: int) -> int:
     """Smallest bucket holding ``n`` points (batches are padded to fixed shapes).
 
     >>> bucket_size(59), bucket_size(5000)
-    (128, 1024)
+    (64, 1024)
     """
     for b in BUCKETS:
         if n <= b:

@@ -38,12 +38,12 @@ FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
 # then Newton-CG, one fit per row, for the fits still unconverged: 1 = from where Gauss-Newton
 # stopped, 2 = from the warm starts, 3, 4 = from other starts
 STARTS = 5
-# iteration budget per strategy, in units of max_iter: the Gauss-Newton pass is short (10
-# iterations: ordinary points need 3-5; where they need more, Gauss-Newton converges only
-# linearly and a few Newton-CG steps from where it stopped are cheaper) so that slow points do
-# not hold up a whole batch (all points iterate until the slowest stops); the stragglers are
-# redone one fit per row, compacted into small batches
-RETRY_BUDGET = (1 / 3, 3, 3, 3, 3)
+# iteration budget per strategy, in units of max_iter: the Gauss-Newton pass is short (20
+# iterations: where fits need more, Gauss-Newton converges only linearly and a few Newton-CG
+# steps from where it stopped are cheaper; 10 left most 300x-signal fits far from the minimum)
+# so that slow points do not hold up a whole batch (all points iterate until the slowest
+# stops); the stragglers are redone one fit per row, compacted into small batches
+RETRY_BUDGET = (2 / 3, 3, 3, 3, 3)
 
 
 @dataclass
