@@ -250,22 +250,37 @@ def _pack(cells: list[dict], nk: int, nkh: int, npar: int) -> RawCells:
     return raw
 
 
-def static_part(raw: RawCells, npar: int, nbins: int) -> dict:
+def static_part(raw: RawCells, npar: int, nbins: int, ns_par, all_rows: bool = False) -> dict:
     """Index tables of a cell group that never change with the patch numbers.
 
     ``mult`` [C, R] (multiplicative parameter slots, ``npar`` = the constant 1), ``cbin`` [C]
     (main-data bin of each cell) and ``cb`` [C, B] (its one-hot matrix: summing cell terms into
     bins is a matrix product, much faster than a scatter under ``vmap`` on CPU),
-    ``st_idx``/``sh_idx`` [C] (staterror/shapesys parameter, ``npar`` where none).
+    ``st_idx``/``sh_idx`` [C] (staterror/shapesys parameter, ``npar`` where none), and the
+    normsys of each cell as a padded list: ``ns_row`` [C, L] (row of ``raw.ns_hi``; ``K`` =
+    padding, factor 1) and ``ns_pidx`` [C, L] (its parameter, ``npar`` for padding). Only rows
+    that act on a cell (factors not both 1) are listed, unless ``all_rows`` (for cells whose
+    factors come from the patch: any row may then act); ``ns_par`` [K] maps rows to parameters.
     """
+    ns_par = np.asarray(ns_par, int)
     cb = np.zeros((len(raw.cbin), nbins))
     cb[np.arange(len(raw.cbin)), raw.cbin] = 1.0
+    nk, nc = raw.ns_hi.shape
+    act = np.ones((nk, nc), bool) if all_rows else (raw.ns_hi != 1.0) | (raw.ns_lo != 1.0)
+    width = max(int(act.sum(axis=0).max(initial=0)), 1)
+    ns_row = np.full((nc, width), nk)
+    for c in range(nc):
+        rows = np.flatnonzero(act[:, c])
+        ns_row[c, : len(rows)] = rows
+    ns_pidx = np.concatenate([ns_par, [npar]])[ns_row] if nk else np.full((nc, width), npar)
     return {
         "mult": np.asarray(raw.mult, int),
         "cbin": np.asarray(raw.cbin, int),
         "cb": cb,
         "st_idx": np.where(raw.st_par >= 0, raw.st_par, npar).astype(int),
         "sh_idx": np.where(raw.sh_par >= 0, raw.sh_par, npar).astype(int),
+        "ns_row": ns_row,
+        "ns_pidx": ns_pidx.astype(int),
     }
 
 

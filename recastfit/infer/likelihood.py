@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Ops", "numpy_ops", "jax_ops", "derive_cells", "bin_terms", "nll_terms", "constraint_widths"]
+__all__ = [
+    "Ops",
+    "numpy_ops",
+    "jax_ops",
+    "derive_cells",
+    "bin_terms",
+    "jac_layout",
+    "nll_terms",
+    "constraint_widths",
+]
 
 LOG_2PI = math.log(2.0 * math.pi)
 # pyhf code4 polynomial: coefficients = A^{-1} b with alpha0 = 1
@@ -73,27 +82,37 @@ def jax_ops() -> Ops:
     return Ops(jnp, xlogy, gammaln, True)
 
 
-def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops) -> dict:
-    """Interpolation inputs of a cell group from its raw numbers (see ``RawCells``)."""
+def derive_cells(raw: dict, ns_code: str, hs_code: str, ops: Ops, ns_row=None) -> dict:
+    """Interpolation inputs of a cell group from its raw numbers (see ``RawCells``).
+
+    Normsys inputs are laid out per cell as listed by ``ns_row`` [C, L] (see
+    :func:`recastfit.infer.dense.static_part`; default: every row on every cell).
+    """
     xp = ops.xp
     nom = raw["nom"]
-    loghi, loglo = xp.log(raw["ns_hi"]), xp.log(raw["ns_lo"])
+    nk, nc = raw["ns_hi"].shape
+    if ns_row is None:
+        ns_row = np.tile(np.arange(max(nk, 1)) if nk else np.zeros(1, int), (nc, 1))
+    ones = xp.ones((1, nc), dtype=nom.dtype)
+    cells = np.arange(nc)[:, None]
+    hi = xp.concatenate([raw["ns_hi"], ones])[ns_row, cells]  # [C, L], padding: factor 1
+    lo = xp.concatenate([raw["ns_lo"], ones])[ns_row, cells]
+    loghi, loglo = xp.log(hi), xp.log(lo)
     out = {"nom": nom, "loghi": loghi, "loglo": loglo, "st_d": raw["st_d"], "sh_d": raw["sh_d"]}
     if ns_code == "code4":
-        hi, lo = raw["ns_hi"], raw["ns_lo"]
         b = xp.stack([hi - 1.0, lo - 1.0, loghi * hi, -loglo * lo, loghi**2 * hi, loglo**2 * lo])
         out["c4"] = xp.einsum("ij,jkc->ikc", xp.asarray(_CODE4_AINV), b)
     on = raw["hs_on"]
     up = on * (raw["hs_hi"] - nom[None, :])
     dn = on * (nom[None, :] - raw["hs_lo"])
-    out["up"], out["dn"] = up, dn
-    if hs_code == "code4p":
-        out["hS"], out["hA"] = 0.5 * (up + dn), 0.0625 * (up - dn)
+    # every histosys delta is h * hS + a(h) * hA with a(h) a function of the parameter alone
+    # (see _hs_shape): the sum over histosys rows is then two (rows x cells) matrix products
+    out["hS"], out["hA"] = 0.5 * (up + dn), 0.0625 * (up - dn)
     return out
 
 
 def _normsys(a, d: dict, code: str, ops: Ops):
-    """Factors f [K, C] and d log f / d alpha [K, C] for normsys alphas ``a`` [K, 1]."""
+    """Factors f and d log f / d alpha for normsys alphas ``a`` (all [C, L])."""
     xp = ops.xp
     if code == "code4":
         inner = xp.abs(a) < 1.0
@@ -111,33 +130,48 @@ def _normsys(a, d: dict, code: str, ops: Ops):
     return xp.exp(a * slope), slope
 
 
-def _histosys(h, d: dict, code: str, ops: Ops):
-    """Deltas [Kh, C] and their derivatives for histosys alphas ``h`` [Kh, 1]."""
+def _hs_shape(h, code: str, ops: Ops):
+    """``a(h)`` and ``a'(h)`` [Kh] such that a histosys delta is ``h * hS + a(h) * hA``.
+
+    With ``hS = (up + dn) / 2`` and ``hA = (up - dn) / 16`` (``up = hi - nom``, ``dn = nom - lo``):
+    code4p is ``h hS + h^2 (15 - 10 h^2 + 3 h^4) hA`` for ``|h| <= 1`` and ``h up`` / ``h dn``
+    (``a = 8 |h|``) outside; code0 is ``h up`` / ``h dn`` everywhere (at ``h = 0`` the slope is
+    ``dn``'s, as in pyhf).
+
+    >>> import numpy as np
+    >>> a, da = _hs_shape(np.array([-2.0, -0.5, 0.0, 0.5, 1.0, 2.0]), "code4p", numpy_ops())
+    >>> a.tolist(), da.tolist()
+    ([16.0, 3.171875, 0.0, 3.171875, 8.0, 16.0], [-8.0, -10.5625, 0.0, 10.5625, 8.0, 8.0])
+    """
     xp = ops.xp
     if code == "code4p":
         inner = xp.abs(h) <= 1.0
         hi_ = xp.where(inner, h, 0.0)
         h2 = hi_ * hi_
-        poly = hi_ * d["hS"] + h2 * (15.0 + h2 * (-10.0 + 3.0 * h2)) * d["hA"]
-        dpoly = d["hS"] + hi_ * (30.0 + h2 * (-40.0 + 18.0 * h2)) * d["hA"]
-        lin = xp.where(h > 1.0, d["up"], d["dn"])
-        return xp.where(inner, poly, h * lin), xp.where(inner, dpoly, lin)
-    lin = xp.where(h > 0.0, d["up"], d["dn"])
-    return h * lin, lin
+        a = xp.where(inner, h2 * (15.0 + h2 * (-10.0 + 3.0 * h2)), 8.0 * xp.abs(h))
+        da = xp.where(inner, hi_ * (30.0 + h2 * (-40.0 + 18.0 * h2)), xp.where(h > 0.0, 8.0, -8.0))
+        return a, da
+    pos = h > 0.0
+    return xp.where(pos, 8.0 * h, -8.0 * h), xp.where(pos, 8.0, -8.0)
 
 
-def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, str], ops: Ops):
-    """Cell rates [C] and derivatives: normsys [K, C], histosys [Kh, C], multiplicative slots [C, R]."""
+def _cell_terms(theta_ext, d: dict, st: dict, hs_par, codes: tuple[str, str], ops: Ops):
+    """Cell rates [C], normsys slot derivatives [C, L], the histosys Jacobian [B, Kh] and the
+    multiplicative-slot derivatives [C, R]."""
     xp = ops.xp
-    f, g = _normsys(theta_ext[ns_par][:, None], d, codes[0], ops)
-    x = xp.prod(f, axis=0)
-    delta, ddelta = _histosys(theta_ext[hs_par][:, None], d, codes[1], ops)
-    a = d["nom"] + xp.sum(delta, axis=0)
+    f, g = _normsys(theta_ext[st["ns_pidx"]], d, codes[0], ops)
+    x = xp.prod(f, axis=1)
+    h = theta_ext[hs_par]
+    ha, dha = _hs_shape(h, codes[1], ops)
+    a = d["nom"] + h @ d["hS"] + ha @ d["hA"]
     fac = theta_ext[st["mult"]]  # [C, R]
     width = fac.shape[1]
     m = xp.prod(fac, axis=1)
-    xa = x * a
-    nu = xa * m
+    xm = x * m
+    nu = a * xm
+    # d nu_b / d h_k = sum over cells c of bin b: xm_c (hS_kc + a'(h_k) hA_kc)
+    y = xm[:, None] * st["cb"]  # [C, B]
+    jhs = (d["hS"] @ y).T + dha[None, :] * (d["hA"] @ y).T
     # leave-one-out products of the multiplicative slots (R is small and static)
     loo = xp.stack(
         [
@@ -146,35 +180,80 @@ def _cell_terms(theta_ext, d: dict, st: dict, ns_par, hs_par, codes: tuple[str, 
         ],
         axis=1,
     )
-    return nu, nu * g, (x * m) * ddelta, xa[:, None] * loo
+    return nu, nu[:, None] * g, jhs, (x * a)[:, None] * loo
 
 
-def bin_terms(theta, groups: list[tuple[dict, dict]], nbins: int, ns_par, hs_par, codes, ops: Ops):
+def jac_layout(statics: list[dict], npar: int, nbins: int, hs_par) -> dict:
+    """Gather tables that assemble the Jacobian [B, P] without scatters (slow under ``vmap`` on CPU).
+
+    ``statics`` are the groups' :func:`recastfit.infer.dense.static_part` dicts (numpy). The
+    per-cell slot derivatives (multiplicative slots ``mult`` [C, R], then normsys ``ns_pidx``
+    [C, L], group after group, flattened) are summed per (bin, parameter) pair: ``m_src`` [U, M]
+    holds, for each pair that occurs, the positions of its terms (their total length = a zero
+    slot). ``src`` [B * P, S] holds the positions of the S (1 or 2) terms of each Jacobian entry
+    in the concatenation of those U pair sums, the histosys Jacobian [B, Kh] (flattened) and a zero.
+
+    >>> lay = jac_layout([{"mult": np.array([[0, 2], [1, 2]]), "cbin": np.array([0, 0]),
+    ...                    "ns_pidx": np.array([[2], [2]])}], 2, 1, [])
+    >>> lay["m_src"].tolist(), lay["src"].tolist()
+    ([[0], [2]], [[0], [1]])
+    """
+    hs_par = np.asarray(hs_par, int)
+    pairs, flats, offset = [], [], 0
+    for st in statics:
+        cbin = np.asarray(st["cbin"], int)
+        for key in ("mult", "ns_pidx"):
+            slots = np.asarray(st[key], int)
+            pairs.append((cbin[:, None] * (npar + 1) + slots).reshape(-1))
+            flats.append(offset + np.arange(slots.size))
+            offset += slots.size
+    pair = np.concatenate(pairs) if pairs else np.zeros(0, int)
+    flat = np.concatenate(flats) if flats else np.zeros(0, int)
+    keep = pair % (npar + 1) < npar  # the padding slot (the constant 1) has no parameter
+    pair, flat = pair[keep], flat[keep]
+    uniq, inv = np.unique(pair, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(uniq))
+    m_src = np.full((len(uniq), max(int(counts.max(initial=0)), 1)), offset)
+    order = np.argsort(inv, kind="stable")
+    rank = np.arange(len(inv)) - np.repeat(np.cumsum(counts) - counts, counts)
+    m_src[inv[order], rank] = flat[order]
+    nu_, nkh = len(uniq), len(hs_par)
+    b_u, p_u = uniq // (npar + 1), uniq % (npar + 1)
+    # a parameter may act as a normsys and a histosys at once (one name, two modifiers): then
+    # its column sums two sources, so each entry has up to ``width`` sources (the rest: the zero)
+    width = 1 + int(len(np.intersect1d(p_u, hs_par)) > 0)
+    src = np.full((nbins, npar, width), nu_ + nbins * nkh)
+    src[b_u, p_u, 0] = np.arange(nu_)
+    if nkh:
+        src[:, hs_par, width - 1] = nu_ + np.arange(nbins)[:, None] * nkh + np.arange(nkh)[None, :]
+    return {"m_src": m_src, "src": src.reshape(nbins * npar, width)}
+
+
+def bin_terms(theta, groups: list[tuple[dict, dict]], nbins: int, hs_par, codes, ops: Ops, layout=None):
     """Expected main data ``nu`` [B] and Jacobian ``J`` [B, P] summed over cell groups.
 
     ``groups`` holds ``(derived, static)`` pairs: ``derived`` from :func:`derive_cells`,
-    ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C]).
+    ``static`` from :func:`recastfit.infer.dense.static_part` (``mult`` [C, R], ``cbin`` [C], ...).
+    ``layout`` is :func:`jac_layout` of the groups' static parts (computed here when omitted,
+    which needs them as numpy arrays).
     """
     xp = ops.xp
     npar = theta.shape[0]
+    if layout is None:
+        layout = jac_layout([st for _, st in groups], npar, nbins, hs_par)
     theta_ext = xp.concatenate([theta, xp.ones(1, dtype=theta.dtype)])
     nu = xp.zeros(nbins, dtype=theta.dtype)
-    jns = xp.zeros((nbins, len(ns_par)), dtype=theta.dtype)
     jhs = xp.zeros((nbins, len(hs_par)), dtype=theta.dtype)
-    jm = xp.zeros((nbins, npar + 1), dtype=theta.dtype)
+    slots = []
     for d, st in groups:
-        nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, ns_par, hs_par, codes, ops)
-        cb = st["cb"]
-        nu = nu + nu_c @ cb
-        jns = jns + (dns @ cb).T
-        jhs = jhs + (dhs @ cb).T
-        jm = ops.scatter_add(jm, (st["cbin"][:, None], st["mult"]), dm)
-    jac = jm[:, :npar]
-    if len(ns_par):
-        jac = ops.set_cols(jac, ns_par, jns)
-    if len(hs_par):
-        jac = ops.set_cols(jac, hs_par, jhs)
-    return nu, jac
+        nu_c, dns, dhs, dm = _cell_terms(theta_ext, d, st, hs_par, codes, ops)
+        nu = nu + nu_c @ st["cb"]
+        jhs = jhs + dhs
+        slots += [dm.reshape(-1), dns.reshape(-1)]
+    zero = xp.zeros(1, dtype=theta.dtype)
+    pair_sums = xp.sum(xp.concatenate(slots + [zero])[layout["m_src"]], axis=1)
+    full = xp.concatenate([pair_sums, jhs.reshape(-1), zero])
+    return nu, xp.sum(full[layout["src"]], axis=1).reshape(nbins, npar)
 
 
 def constraint_widths(groups: list[tuple[dict, dict]], base_sigma, ops: Ops):

@@ -42,12 +42,8 @@ class FitChecker:
         self.ops = numpy_ops()
         self.dense = dm = build_dense(spec, model)
         self.codes = (dm.ns_code, dm.hs_code)
-        groups = [
-            (
-                derive_cells(raw_dict(dm.cells), *self.codes, self.ops),
-                static_part(dm.cells, dm.npars, dm.nbins),
-            )
-        ]
+        st = static_part(dm.cells, dm.npars, dm.nbins, dm.ns_par)
+        groups = [(derive_cells(raw_dict(dm.cells), *self.codes, self.ops, st["ns_row"]), st)]
         self.groups = groups
         self.sigma, self.tau = constraint_widths(groups, dm.sigma, self.ops)
         self.hessian = hessian
@@ -59,7 +55,7 @@ class FitChecker:
         data = np.asarray(data, float)
         n = data[: dm.nbins]
         aux = self._aux(data[dm.nbins :])
-        nu, jac = bin_terms(theta, self.groups, dm.nbins, dm.ns_par, dm.hs_par, self.codes, self.ops)
+        nu, jac = bin_terms(theta, self.groups, dm.nbins, dm.hs_par, self.codes, self.ops)
         value, grad, w, curv = nll_terms(
             theta,
             nu,

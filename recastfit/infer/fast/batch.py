@@ -22,7 +22,8 @@ from recastfit.results import FitSettings, HypotestResult, PatchTask, digest
 
 __all__ = ["run_batch", "clear_cache", "bucket_size", "BUCKETS", "MAX_CHUNK"]
 
-BUCKETS = (1, 8, 32, 128, 512, 1024)
+# padded batch sizes: at most 2x padding (retries run one fit per row, so their row counts vary)
+BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024)
 MAX_CHUNK = 1024
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def bucket_size(n: int) -> int:
     """Smallest bucket holding ``n`` points (batches are padded to fixed shapes).
 
     >>> bucket_size(59), bucket_size(5000)
-    (128, 1024)
+    (64, 1024)
     """
     for b in BUCKETS:
         if n <= b:
@@ -161,9 +162,12 @@ def _bkg_fits(runner, leaves: np.ndarray, deadline: float | None = None):
 
 
 def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray, counter=None, deadline=None):
-    """Three fits per point, retried (compacted into small batches) from other starts where any failed.
+    """Three fits per point: Gauss-Newton for all, then Newton-CG retries for the fits it left
+    unconverged, one fit per row (compacted: a hard point's converged fits are not redone).
 
-    Returns ``(fits, retries, tried)``; ``tried`` is False for points the deadline left unfitted.
+    The first retry starts where Gauss-Newton stopped (usually a few Newton steps from the
+    minimum); later ones from other starting points. Returns ``(fits, retries, tried)``;
+    ``tried`` is False for points the deadline left unfitted.
     """
     from recastfit.infer.fast.hypotest import STARTS
 
@@ -171,32 +175,52 @@ def _point_fits(runner, leaves: np.ndarray, theta_bkg: np.ndarray, counter=None,
     n = len(leaves)
     retries = np.zeros(n, int)
     tried = np.zeros(n, bool)
-    todo = np.arange(n)
-    for start in range(STARTS):
+    for lo, hi in _chunks(n, runner.chunk):
+        if _expired(deadline):
+            break
+        idx = np.arange(lo, hi)
+        m = len(idx)
+        size = _size(runner, "points-False", m)
+        out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size))
+        if best is None:
+            best = _empty_like(out, n)
+        for name in ("value", "theta", "pgrad", "decrement", "iterations", "converged", "asimov_free"):
+            getattr(best, name)[idx] = getattr(out, name)[:m]
+        tried[idx] = True
+        if counter is not None:
+            counter.add(int(best.converged[idx].all(axis=1).sum()))
+    if best is None:
+        return best, retries, tried
+    # (point, fit) pairs still to do
+    todo = np.argwhere(tried[:, None] & ~best.converged)
+    for start in range(1, STARTS):
         if not len(todo):
             break
         for lo, hi in _chunks(len(todo), runner.chunk):
             if _expired(deadline):
                 break
-            idx = todo[lo:hi]
-            m = len(idx)
-            size = _size(runner, f"points-{start > 0}", m)
-            out = runner.point_fits(_padded(leaves[idx], size), _padded(theta_bkg[idx], size), start)
-            if best is None:
-                best = _empty_like(out, n)
-            retries[idx] += start > 0
-            for f in range(3):
-                conv = out.converged[:m, f]
-                better = conv & (~best.converged[idx, f] | (out.value[:m, f] < best.value[idx, f]))
-                better |= ~tried[idx]
-                sel = idx[better]
-                for name in ("value", "theta", "pgrad", "decrement", "iterations", "converged"):
-                    getattr(best, name)[sel, f] = getattr(out, name)[:m][better, f]
-            best.asimov_free[idx] = out.asimov_free[:m]
-            tried[idx] = True
+            pi, fi = todo[lo:hi, 0], todo[lo:hi, 1]
+            m = len(pi)
+            size = _size(runner, "points-True", m)
+            out = runner.retry_fits(
+                _padded(leaves[pi], size),
+                _padded(theta_bkg[pi], size),
+                _padded(fi, size),
+                _padded(best.theta[pi, fi], size),
+                start,
+            )
+            retries[np.unique(pi)] += 1
+            was_done = best.converged[pi].all(axis=1)
+            conv = out.converged[:m]
+            better = conv & (~best.converged[pi, fi] | (out.value[:m] < best.value[pi, fi]))
+            sel_p, sel_f = pi[better], fi[better]
+            for name in ("value", "theta", "pgrad", "decrement", "converged"):
+                getattr(best, name)[sel_p, sel_f] = getattr(out, name)[:m][better]
+            best.iterations[pi, fi] += out.iterations[:m]
             if counter is not None:
-                counter.add(int(best.converged[idx].all(axis=1).sum()))
-        todo = np.flatnonzero(tried & ~best.converged.all(axis=1)) if best is not None else todo[:0]
+                now_done = best.converged[pi].all(axis=1) & ~was_done
+                counter.add(len(np.unique(pi[now_done])))
+        todo = todo[~best.converged[todo[:, 0], todo[:, 1]]]
     return best, retries, tried
 
 

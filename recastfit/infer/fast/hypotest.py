@@ -23,6 +23,7 @@ from recastfit.infer.likelihood import (
     bin_terms,
     constraint_widths,
     derive_cells,
+    jac_layout,
     jax_ops,
     nll_terms,
     numpy_ops,
@@ -34,12 +35,15 @@ configure()
 
 FIT_NAMES = ("free_data", "fixed_data", "fixed_asimov")
 # strategies tried in order: 0 = Gauss-Newton from warm starts (ordinary points finish here);
-# 1 = Newton-CG from the same starts, 2, 3 = Newton-CG from other starts (retries)
-STARTS = 4
-# iteration budget per strategy, in units of max_iter: the first pass is short so that a few slow
-# points do not hold up a whole batch (all points iterate until the slowest stops); the few
-# stragglers are redone, compacted into small batches, from other starting points
-RETRY_BUDGET = (1, 3, 3, 3)
+# then Newton-CG, one fit per row, for the fits still unconverged: 1 = from where Gauss-Newton
+# stopped, 2 = from the warm starts, 3, 4 = from other starts
+STARTS = 5
+# iteration budget per strategy, in units of max_iter: the Gauss-Newton pass is short (20
+# iterations: where fits need more, Gauss-Newton converges only linearly and a few Newton-CG
+# steps from where it stopped are cheaper; 10 left most 300x-signal fits far from the minimum)
+# so that slow points do not hold up a whole batch (all points iterate until the slowest
+# stops); the stragglers are redone one fit per row, compacted into small batches
+RETRY_BUDGET = (2 / 3, 3, 3, 3, 3)
 
 
 @dataclass
@@ -74,9 +78,8 @@ class Runner:
         self._codes = codes = (dm.ns_code, dm.hs_code)
         static = []
         if len(structure.static_cells):
-            static.append(
-                (derive_cells(raw_dict(stat_raw), *codes, numpy_ops()), static_part(stat_raw, npar, nbins))
-            )
+            st = static_part(stat_raw, npar, nbins, dm.ns_par)
+            static.append((derive_cells(raw_dict(stat_raw), *codes, numpy_ops(), st["ns_row"]), st))
         has_var = bool(len(structure.var_cells))
         constrained = dm.gauss | dm.pois
         free = ~dm.fixed
@@ -84,7 +87,7 @@ class Runner:
         free_cond[dm.poi] = False
         arrays = {
             "static": static,
-            "var_static": static_part(var_raw, npar, nbins) if has_var else None,
+            "var_static": static_part(var_raw, npar, nbins, dm.ns_par, all_rows=True) if has_var else None,
             "var_base": raw_dict(var_raw),
             "slots": {k: (p, lf) for k, (p, lf) in structure.slots.items()},
             "obs_slots": tuple(structure.obs_slots),
@@ -95,6 +98,8 @@ class Runner:
         }
         for name in ("sigma", "obs", "aux", "init", "lo", "hi", "ns_par", "hs_par"):
             arrays[name] = np.asarray(getattr(dm, name))
+        statics = [st for _, st in static] + ([arrays["var_static"]] if has_var else [])
+        arrays["layout"] = jac_layout(statics, npar, nbins, dm.hs_par)
         mult = np.zeros(npar + 1)
         mult[np.unique(cells.mult)] = 1.0
         arrays["mult"] = mult[:npar] * (dm.lo >= 0)
@@ -129,7 +134,9 @@ class Runner:
                 if pos is not None and pos.shape[0]:
                     base = base.reshape(-1).at[pos].set(leaves[leaf]).reshape(base.shape)
                 raw[key] = base
-            groups.append((derive_cells(raw, *self._codes, ops), arr["var_static"]))
+            groups.append(
+                (derive_cells(raw, *self._codes, ops, arr["var_static"]["ns_row"]), arr["var_static"])
+            )
         sigma, tau = constraint_widths(groups, arr["sigma"], ops)
         obs = arr["obs"]
         pos, leaf = arr["obs_slots"]
@@ -143,7 +150,7 @@ class Runner:
         nbins = self.dense.nbins
 
         def rates(theta):
-            return bin_terms(theta, groups, nbins, arr["ns_par"], arr["hs_par"], self._codes, ops)
+            return bin_terms(theta, groups, nbins, arr["hs_par"], self._codes, ops, arr["layout"])
 
         def evaluate(theta, data):
             n, aux = data
@@ -156,7 +163,7 @@ class Runner:
         return rates, evaluate
 
     def _minimizer(self, arr, evaluate, start, newton: bool = True):
-        budget = jnp.asarray(RETRY_BUDGET)[start] * self._max_iter
+        budget = jnp.asarray(jnp.asarray(RETRY_BUDGET)[start] * self._max_iter, int)
         return make_minimizer(
             evaluate,
             arr["lo"],
@@ -177,15 +184,15 @@ class Runner:
         theta0 = jnp.where(arr["free_cond"] > 0, theta0, init).at[self.dense.poi].set(0.0)
         return minimize(theta0, arr["free_cond"], (obs, aux))
 
-    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
-        dm = self.dense
-        poi, mu = dm.poi, self.mu_test
+    def _setup(self, arr, leaves, theta_bkg, start, newton: bool):
+        """Minimiser, starting points [3, P], masks, main and aux data [3, ...] of one point."""
+        poi, mu = self.dense.poi, self.mu_test
         groups, sigma, tau, obs, aux = self._prepare(arr, leaves)
         rates, evaluate = self._evaluator(arr, groups, sigma, tau)
         minimize = self._minimizer(arr, evaluate, start, newton)
         init = arr["init"]
         pois = arr["pois"] > 0
-        starts_set = jnp.maximum(start - 1, 0)  # strategies 0 and 1 share the warm starts
+        starts_set = jnp.maximum(start - 2, 0)  # strategies 0 and 2 share the warm starts
         # Asimov data from the mu=0 fit: main data = expected rates, aux = expected aux
         n_a, _ = rates(theta_bkg)
         aux_a = jnp.where(pois, theta_bkg * tau, theta_bkg)
@@ -206,8 +213,31 @@ class Runner:
         masks = jnp.stack([arr["free"], arr["free_cond"], arr["free_cond"]])
         main = jnp.stack([obs, obs, n_a])
         auxs = jnp.stack([aux, aux, aux_a])
-        # one minimiser, vmapped over the three fits (one compiled loop instead of three)
-        out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
+        return minimize, starts, masks, main, auxs, asimov_free
+
+    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
+        """``newton=False``: the three fits of one point (``theta_bkg`` [P], the mu=0 fit).
+
+        ``newton=True``: one fit (a retry): ``theta_bkg`` is a dict with ``bkg`` [P] (the mu=0
+        fit), ``fit`` (index into :data:`FIT_NAMES`) and ``theta0`` [P], the start of strategy 1
+        (where the previous pass left this fit; strategies 2-4 start from their own points).
+        """
+        if not newton:
+            minimize, starts, masks, main, auxs, asimov_free = self._setup(
+                arr, leaves, theta_bkg, start, newton
+            )
+            # one minimiser, vmapped over the three fits (one compiled loop instead of three)
+            out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
+        else:
+            f = theta_bkg["fit"]
+            minimize, starts, masks, main, auxs, asimov_free = self._setup(
+                arr, leaves, theta_bkg["bkg"], start, newton
+            )
+            poi = self.dense.poi
+            warm = theta_bkg["theta0"]
+            warm = warm.at[poi].set(jnp.where(f == 0, warm[poi], self.mu_test))
+            theta0 = jnp.where(start == 1, warm, starts[f])
+            out = minimize(theta0, masks[f], (main[f], auxs[f]))
         return (
             out.value,
             out.theta,
@@ -225,9 +255,28 @@ class Runner:
         out = self._bkg(self._arrays, jnp.asarray(leaves), start)
         return jax.tree_util.tree_map(np.asarray, out)
 
-    def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray, start: int = 0) -> PointFits:
-        """Three fits per row of ``leaves`` ([N, L]) given the mu=0 fits ``theta_bkg`` ([N, P])."""
-        newton = start > 0
-        self.compiled.add((f"points-{newton}", len(leaves)))
-        out = self._points[newton](self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), start)
+    def point_fits(self, leaves: np.ndarray, theta_bkg: np.ndarray) -> PointFits:
+        """Three Gauss-Newton fits (strategy 0) per row of ``leaves`` ([N, L]) given the mu=0 fits
+        ``theta_bkg`` ([N, P])."""
+        self.compiled.add(("points-False", len(leaves)))
+        out = self._points[False](self._arrays, jnp.asarray(leaves), jnp.asarray(theta_bkg), 0)
+        return PointFits(*(np.asarray(o) for o in out))
+
+    def retry_fits(
+        self, leaves: np.ndarray, theta_bkg: np.ndarray, fit: np.ndarray, theta0: np.ndarray, start: int
+    ) -> PointFits:
+        """One Newton-CG fit per row (strategy ``start`` >= 1): fit ``fit[i]`` (index into
+        :data:`FIT_NAMES`) of the point ``leaves[i]``; strategy 1 starts at ``theta0[i]``.
+
+        Fields of the result have no fit axis ([N], theta [N, P]).
+        """
+        if start < 1:
+            raise ValueError(f"retry strategies start at 1, got {start}")
+        self.compiled.add(("points-True", len(leaves)))
+        rows = {
+            "bkg": jnp.asarray(theta_bkg),
+            "fit": jnp.asarray(fit, dtype=jnp.int32),
+            "theta0": jnp.asarray(theta0),
+        }
+        out = self._points[True](self._arrays, jnp.asarray(leaves), rows, start)
         return PointFits(*(np.asarray(o) for o in out))
