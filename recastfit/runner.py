@@ -107,11 +107,6 @@ class RunSummary:
         return sum(b[2] for b in self.batches)
 
     @property
-    def engine_cpu(self) -> float:
-        """CPU seconds workers spent computing answered tasks."""
-        return sum(b[3] for b in self.batches)
-
-    @property
     def exit_code(self) -> int:
         """0 once every point has a stored result: a failed point is a result, not a crash."""
         return 0 if self.done + self.failed + self.skipped >= len(self.results) else 1

@@ -89,21 +89,21 @@ class SharedBackend:
 
     def start(self) -> None:
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the scan's back end is closed")
+            inner = self._open()
             if not self._started:
-                self._inner.start()
+                inner.start()
                 self._started = True
 
-    def submit_batch(self, *args: Any, **kwargs: Any) -> Any:
+    def _open(self) -> Backend:
         if self._closed:
             raise RuntimeError("the scan's back end is closed")
-        return self._inner.submit_batch(*args, **kwargs)
+        return self._inner
+
+    def submit_batch(self, *args: Any, **kwargs: Any) -> Any:
+        return self._open().submit_batch(*args, **kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        if self._closed:
-            raise RuntimeError("the scan's back end is closed")
-        return self._inner.submit(*args, **kwargs)
+        return self._open().submit(*args, **kwargs)
 
     def __enter__(self) -> SharedBackend:
         self.start()
@@ -170,8 +170,8 @@ class ScanOutcome:
         first task per worker 0.0 s); engine 240.0 ms/fit wall, 200.0 ms/fit CPU'
         """
         n = max(self.fitted, 1)
-        busy = self.engine_wall / (self.workers * self.fit_time) if self.workers and self.fit_time else 0.0
         fits = self.fit_time
+        busy = self.engine_wall / (self.workers * fits) if self.workers and fits else 0.0
         return (
             f"scan time: {self.wall_time:.1f} s wall: patches {self.patch_time:.1f} s, fits {fits:.1f} s "
             f"({self.tasks} tasks; workers busy {busy:.0%} of {self.workers} x {fits:.1f} s; "
@@ -267,8 +267,8 @@ def _backend_config(
     """
     backend = BackendConfig.from_dict(cfg_backend, file=file)
     if backend.batch_size is None:
-        size = min([default_batch_size(settings, a.bkg_spec) for a in analyses] or [SCAN_BATCH_SIZE])
-        backend = dataclasses.replace(backend, batch_size=min(size, SCAN_BATCH_SIZE))
+        size = min([SCAN_BATCH_SIZE, *(default_batch_size(settings, a.bkg_spec) for a in analyses)])
+        backend = dataclasses.replace(backend, batch_size=size)
     return backend
 
 
@@ -313,8 +313,6 @@ class _Fitter:
             self.shared.close()  # running fits fail fast from here on
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.shared is not None:
-            self.shared.close()
 
     def submit(
         self,

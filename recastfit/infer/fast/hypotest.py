@@ -9,7 +9,6 @@ minimum is the parameter point that generated the data (saturated likelihood).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -115,11 +114,10 @@ class Runner:
 
         programs = Programs(self)
         self._bkg = programs.jit("bkg", jax.vmap(self._bkg_fit, in_axes=(None, 0, None)))
+        # (program names are the export-cache keys and the `compiled` kinds batch.py looks up)
         self._points = {
-            nt: programs.jit(
-                f"points-{nt}", jax.vmap(partial(self._point_fits, newton=nt), in_axes=(None, 0, 0, None))
-            )
-            for nt in (False, True)
+            False: programs.jit("points-False", jax.vmap(self._point_fits, in_axes=(None, 0, 0, None))),
+            True: programs.jit("points-True", jax.vmap(self._retry_fit, in_axes=(None, 0, 0, None))),
         }
         self.compiled: set[tuple[str, int]] = set()  # (function, batch size) already compiled
 
@@ -215,38 +213,23 @@ class Runner:
         auxs = jnp.stack([aux, aux, aux_a])
         return minimize, starts, masks, main, auxs, asimov_free
 
-    def _point_fits(self, arr, leaves, theta_bkg, start, newton: bool = True):
-        """``newton=False``: the three fits of one point (``theta_bkg`` [P], the mu=0 fit).
+    def _point_fits(self, arr, leaves, theta_bkg, start):
+        """The three Gauss-Newton fits of one point (``theta_bkg`` [P]: the mu=0 fit)."""
+        minimize, starts, masks, main, auxs, asimov_free = self._setup(arr, leaves, theta_bkg, start, False)
+        # one minimiser, vmapped over the three fits (one compiled loop instead of three)
+        out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
+        return _fields(out, asimov_free)
 
-        ``newton=True``: one fit (a retry): ``theta_bkg`` is a dict with ``bkg`` [P] (the mu=0
-        fit), ``fit`` (index into :data:`FIT_NAMES`) and ``theta0`` [P], the start of strategy 1
-        (where the previous pass left this fit; strategies 2-4 start from their own points).
-        """
-        if not newton:
-            minimize, starts, masks, main, auxs, asimov_free = self._setup(
-                arr, leaves, theta_bkg, start, newton
-            )
-            # one minimiser, vmapped over the three fits (one compiled loop instead of three)
-            out = jax.vmap(lambda t0, fr, n, ax: minimize(t0, fr, (n, ax)))(starts, masks, main, auxs)
-        else:
-            f = theta_bkg["fit"]
-            minimize, starts, masks, main, auxs, asimov_free = self._setup(
-                arr, leaves, theta_bkg["bkg"], start, newton
-            )
-            poi = self.dense.poi
-            warm = theta_bkg["theta0"]
-            warm = warm.at[poi].set(jnp.where(f == 0, warm[poi], self.mu_test))
-            theta0 = jnp.where(start == 1, warm, starts[f])
-            out = minimize(theta0, masks[f], (main[f], auxs[f]))
-        return (
-            out.value,
-            out.theta,
-            out.pgrad_norm,
-            out.decrement,
-            out.iterations,
-            out.converged,
-            asimov_free,
-        )
+    def _retry_fit(self, arr, leaves, row, start):
+        """One Newton-CG fit (a retry). ``row``: ``bkg`` [P] (the mu=0 fit), ``fit`` (index into
+        :data:`FIT_NAMES`) and ``theta0`` [P], the start of strategy 1 (where the previous pass left
+        this fit; strategies 2-4 start from their own points)."""
+        f = row["fit"]
+        minimize, starts, masks, main, auxs, asimov_free = self._setup(arr, leaves, row["bkg"], start, True)
+        warm = row["theta0"]
+        warm = warm.at[self.dense.poi].set(jnp.where(f == 0, warm[self.dense.poi], self.mu_test))
+        theta0 = jnp.where(start == 1, warm, starts[f])
+        return _fields(minimize(theta0, masks[f], (main[f], auxs[f])), asimov_free)
 
     # -- batch API ---------------------------------------------------------------------------
     def bkg_fit(self, leaves: np.ndarray, start: int = 0):
@@ -280,3 +263,8 @@ class Runner:
         }
         out = self._points[True](self._arrays, jnp.asarray(leaves), rows, start)
         return PointFits(*(np.asarray(o) for o in out))
+
+
+def _fields(out, asimov_free) -> tuple:
+    """The fields of :class:`PointFits`, in order, from a minimiser's output."""
+    return (out.value, out.theta, out.pgrad_norm, out.decrement, out.iterations, out.converged, asimov_free)
