@@ -44,7 +44,6 @@ import importlib.util
 import logging
 import os
 import stat
-import tempfile
 import types
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -53,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recastfit.fileio import write_bytes_atomic
 
 __all__ = [
     "available",
@@ -165,18 +166,6 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class CachedProgram:
     """``jax.jit(fun)`` whose traced program is exported to / loaded from ``folder``."""
 
@@ -229,7 +218,7 @@ class CachedProgram:
             log.debug("fast engine: exported program %s", path)
             digest = hashlib.sha256(key.encode() + blob).hexdigest().encode()
             try:
-                _write_atomic(path, MAGIC + digest + b"\n" + blob)
+                write_bytes_atomic(path, MAGIC + digest + b"\n" + blob)
             except OSError as exc:
                 log.info("fast engine: cannot write %s (%s)", path, exc)
         try:  # compiled here (XLA cache hit when warm) so that a program that cannot be run is caught
