@@ -154,8 +154,8 @@ def local_source_path(text: str) -> Path | None:
     local = Path(text).expanduser()
     if local.exists():
         return local
-    remote = _DOI_URL_RE.match(text) or text.lower().startswith(("10.", "doi:", "ins"))
-    return None if remote else local
+    # DOIs and record ids (doi.org URLs were caught by "://" above)
+    return None if text.lower().startswith(("10.", "doi:", "ins")) else local
 
 
 def parse_source(text: str, *, resource: str | None = None, doi_url: str | None = None) -> Source:
